@@ -1,0 +1,53 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+# GPU users pick their torch / DALI builds, e.g.
+#   make test TORCH_SPEC="torch==2.11.0 --index-url https://download.pytorch.org/whl/cu130"
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+DALI_SPEC ?= nvidia-dali-cuda130==2.4.0
+PIP_SPEC ?= pip==26.3
+BIN := $(VENV)/bin
+SPECS := $(TORCH_SPEC) | $(DALI_SPEC) | $(PIP_SPEC) | $(shell cat requirements.txt | sha256sum | cut -c1-16)
+STAMP := $(VENV)/.fdperf-installed
+CMAKE_BUILD := build/cmake
+DEMO_ARGS ?=
+
+.PHONY: venv build cbuild ctest pytest test demo bench clean
+
+# Reinstall only when a pin changed: the stamp holds the specs it was made with.
+venv:
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@if [ "$$(cat $(STAMP) 2>/dev/null)" != "$(SPECS)" ]; then \
+	  set -e; \
+	  $(BIN)/python -m pip install -q --disable-pip-version-check "$(PIP_SPEC)"; \
+	  $(BIN)/python -m pip install -q $(TORCH_SPEC); \
+	  $(BIN)/python -m pip install -q $(DALI_SPEC) -r requirements.txt; \
+	  echo "$(SPECS)" > $(STAMP); \
+	else echo "venv up to date ($(VENV))"; fi
+
+# The Python extension (fdperf._C), built in place; ninja keeps rebuilds incremental.
+build: venv
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps -e .
+
+# The same csrc/ built against libtorch into a C++ test program run by CTest.
+cbuild: venv
+	cmake -S . -B $(CMAKE_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release \
+	  -DCMAKE_PREFIX_PATH="$$($(BIN)/python -c 'import torch.utils; print(torch.utils.cmake_prefix_path)')" >/dev/null
+	cmake --build $(CMAKE_BUILD)
+
+ctest: cbuild
+	ctest --test-dir $(CMAKE_BUILD) --output-on-failure
+
+pytest: build
+	$(BIN)/python -m pytest tests -q
+
+test: ctest pytest
+
+demo: build
+	$(BIN)/python -m fdperf.demo $(DEMO_ARGS)
+
+bench: build
+	$(BIN)/python -m pytest benchmarks --benchmark-only -q
+
+clean:
+	rm -rf build $(VENV) fdperf/_C*.so *.egg-info

@@ -1,0 +1,64 @@
+"""Builds fdperf and its native extension fdperf._C.
+
+C++ sources (csrc/*.cpp, csrc/ops/*.cpp, csrc/ops/cpu/*.cpp) are always compiled. CUDA sources
+(csrc/ops/cuda/*.cu) are added when torch is a CUDA build and a CUDA toolkit is found, or when
+FORCE_CUDA=1 (TORCH_CUDA_ARCH_LIST then picks the targets), so a CUDA build works on a machine
+without a GPU. Build in place with: pip install --no-build-isolation -e .
+"""
+import glob
+import os
+
+from setuptools import find_packages, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _sources(pattern):
+    return sorted(os.path.relpath(p, HERE) for p in glob.glob(os.path.join(HERE, pattern)))
+
+
+def _version():
+    with open(os.path.join(HERE, "fdperf", "version.py")) as f:
+        scope = {}
+        exec(f.read(), scope)
+        return scope["__version__"]
+
+
+def _extension():
+    import torch
+    from torch.utils.cpp_extension import CUDA_HOME, CppExtension, CUDAExtension
+
+    force = os.environ.get("FORCE_CUDA", "0") == "1"
+    with_cuda = force or (torch.version.cuda is not None and CUDA_HOME is not None)
+    if with_cuda and (torch.version.cuda is None or CUDA_HOME is None):
+        raise RuntimeError(
+            "FORCE_CUDA=1 needs a CUDA build of torch and a CUDA toolkit (set CUDA_HOME); "
+            f"found torch {torch.__version__} (cuda={torch.version.cuda}), CUDA_HOME={CUDA_HOME}")
+    sources = _sources("csrc/*.cpp") + _sources("csrc/ops/*.cpp") + _sources("csrc/ops/cpu/*.cpp")
+    # -fopenmp: at::parallel_for expands an OpenMP pragma in our own translation units.
+    cxx = ["-O3", "-std=c++17", "-fopenmp"]
+    if with_cuda:
+        return CUDAExtension(
+            "fdperf._C", sources + _sources("csrc/ops/cuda/*.cu"),
+            define_macros=[("WITH_CUDA", None)],
+            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "-std=c++17", "-lineinfo"]},
+            extra_link_args=["-fopenmp"])
+    return CppExtension("fdperf._C", sources, extra_compile_args={"cxx": cxx},
+                        extra_link_args=["-fopenmp"])
+
+
+def _cmdclass():
+    from torch.utils.cpp_extension import BuildExtension
+    return {"build_ext": BuildExtension.with_options(use_ninja=True)}
+
+
+setup(
+    name="fdperf",
+    version=_version(),
+    description="Fast procedure-aware action quality assessment (FineDiving / TSA)",
+    packages=find_packages(include=["fdperf", "fdperf.*"]),
+    ext_modules=[_extension()],
+    cmdclass=_cmdclass(),
+    python_requires=">=3.10",
+    zip_safe=False,
+)
