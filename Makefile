@@ -7,6 +7,8 @@ TORCH_SPEC ?= torch==2.13.0
 DALI_SPEC ?= nvidia-dali-cuda130==2.4.0
 PIP_SPEC ?= pip==26.3
 BIN := $(VENV)/bin
+# Machines of this project keep a CPU torch wheel on disk; use it when it is there.
+PIP_FIND := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 SPECS := $(TORCH_SPEC) | $(DALI_SPEC) | $(PIP_SPEC) | $(shell cat requirements.txt | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.fdperf-installed
 CMAKE_BUILD := build/cmake
@@ -20,8 +22,8 @@ venv:
 	@if [ "$$(cat $(STAMP) 2>/dev/null)" != "$(SPECS)" ]; then \
 	  set -e; \
 	  $(BIN)/python -m pip install -q --disable-pip-version-check "$(PIP_SPEC)"; \
-	  $(BIN)/python -m pip install -q $(TORCH_SPEC); \
-	  $(BIN)/python -m pip install -q $(DALI_SPEC) -r requirements.txt; \
+	  $(BIN)/python -m pip install -q $(PIP_FIND) $(TORCH_SPEC); \
+	  $(BIN)/python -m pip install -q $(PIP_FIND) $(DALI_SPEC) -r requirements.txt; \
 	  echo "$(SPECS)" > $(STAMP); \
 	else echo "venv up to date ($(VENV))"; fi
 
