@@ -1,0 +1,309 @@
+"""Training of TSA and its baselines on a feature store, everything resident on the device.
+
+One step: gather the batch's queries and their exemplars (rows drawn on the device for the whole
+epoch), encode both videos of every pair in one PSNet call, decode both directions in one decoder
+call, reference loss, Adam step. No host synchronisation inside a step; losses and predictions
+are collected on the device and read once per epoch. On CUDA the step is captured in a CUDA graph
+(static shapes; the ground-truth/predicted transition schedule is a device flag), with a clear
+fallback to eager execution when capture fails.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import metrics as M
+from .data import ExemplarSampler, voting_exemplars
+from .tsa import METHODS, PairModel, build_model, pair_loss
+from .tsa.checkpoint import CheckpointError, model_checkpoint, read_checkpoint, save_checkpoint
+from .vote import (as_annotations, dive_vocabulary, load_store, resolve_device, score_metrics,
+                   video_set, vote)
+from .version import __version__
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    best_checkpoint: Path | None           # highest test rho over the evaluated epochs (as the reference)
+    last_checkpoint: Path                  # weights after the last epoch
+    summary_path: Path                     # train_summary.json
+    best: dict                             # metrics of the best epoch (selected on test rho!)
+    last: dict                             # metrics of the last epoch: the honest held-out figure
+    history: list = field(default_factory=list, repr=False)
+    step_mode: str = "eager"               # "cuda-graph" or "eager"
+
+
+def policy_from_flags(action_number_choosing: bool = True, random_choosing: bool = False) -> str:
+    """The reference's exemplar flags as a policy: same dive number, otherwise any sample.
+
+    (The reference reads `random_choosing` but its loader falls back to random choice whenever
+    `action_number_choosing` is off; fdperf does the same.)
+    """
+    return "dive_number" if action_number_choosing else "random"
+
+
+class _Step:
+    """One training step over static device buffers (so that it can be graph-captured)."""
+
+    def __init__(self, model: PairModel, optimizer, data, batch: int, device, amp: bool):
+        self.model, self.optimizer, self.data, self.amp = model, optimizer, data, amp
+        self.device = device
+        self.rows = torch.zeros(batch, dtype=torch.long, device=device)
+        self.ex_rows = torch.zeros(batch, dtype=torch.long, device=device)
+        self.use_gt = torch.ones((), dtype=torch.bool, device=device)
+        n = batch
+        self.q_index = torch.arange(2 * n, device=device)
+        self.e_index = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(device)
+        self.graph = None
+        self.loss = self.pred = None
+
+    def forward_backward(self):
+        d, n = self.data, self.rows.numel()
+        idx = torch.cat([self.rows, self.ex_rows])
+        feats = d.features.index_select(0, idx)
+        maps = d.maps.index_select(0, idx) if self.model.needs_maps else None
+        y, gt = d.scores.index_select(0, idx), d.bounds.index_select(0, idx)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            cache = self.model.encode(feats, maps, d.dive_ids.index_select(0, idx), gt,
+                                      use_gt=self.use_gt)
+            deltas = self.model.step_deltas(cache, cache, self.q_index, self.e_index).float().mean(1)
+        loss = pair_loss(self.model, cache, deltas, y[:n], y[n:], gt if self.model.segments else None)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach(), deltas[:n].detach() + y[n:]
+
+    def eager(self):
+        self.optimizer.zero_grad(set_to_none=False)
+        self.loss, self.pred = self.forward_backward()
+        return self.loss, self.pred
+
+    def capture(self, warmup: int = 3):
+        """Captures the step in a CUDA graph; the warm-up updates are undone afterwards."""
+        model, opt = self.model, self.optimizer
+        saved_model = copy.deepcopy(model.state_dict())
+        saved_opt = {id(p): {k: v.clone() if torch.is_tensor(v) else v for k, v in s.items()}
+                     for p, s in opt.state.items()}
+        stream = torch.cuda.Stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(stream):
+            for _ in range(warmup):
+                self.eager()
+        torch.cuda.current_stream(self.device).wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        # grads set to None: the captured backward then *writes* them (from the graph's pool)
+        # instead of accumulating, so a replay needs no zero_grad
+        opt.zero_grad(set_to_none=True)
+        with torch.cuda.graph(graph):
+            self.loss, self.pred = self.forward_backward()
+        # undo the warm-up updates in place (the graph holds these very tensors)
+        with torch.no_grad():
+            model.load_state_dict(saved_model)
+            for p, s in opt.state.items():
+                for k, v in saved_opt.get(id(p), {}).items():
+                    if torch.is_tensor(v):
+                        s[k].copy_(v)
+                    else:
+                        s[k] = v
+        self.graph = graph
+
+    def __call__(self):
+        if self.graph is None:
+            return self.eager()
+        self.graph.replay()
+        return self.loss, self.pred
+
+
+def _log_line(epoch, max_epoch, rec):
+    parts = [f"epoch {epoch + 1}/{max_epoch}", f"loss {rec['loss']:.4f}", f"train rho {rec['train_rho']:.4f}",
+             f"{rec['seconds']:.2f}s", "gt transitions" if rec["gt_transitions"] else "predicted transitions"]
+    if "test" in rec:
+        t = rec["test"]
+        parts.append(f"| test rho {t['rho']:.4f} R-l2 {t['rl2']:.4f}"
+                     + (f" AIoU {t['aiou50']:.2f}/{t['aiou75']:.2f}" if "aiou50" in t else ""))
+    return "  ".join(parts)
+
+
+def train(store_path, annotations, out_dir, *, method: str = "TSA", max_epoch: int = 200,
+          bs_train: int = 8, base_lr: float = 1e-3, seed: int = 0, prob_tas_threshold: float = 0.25,
+          fix_size: int = 5, step_num: int = 3, voter_number: int = 10,
+          action_number_choosing: bool = True, random_choosing: bool = False,
+          policy: str | None = None, layout: str = "reference", eval_every: int = 1,
+          device=None, amp: bool = False, cuda_graph: bool = True, resume: bool = False,
+          view: int | None = None, progress: bool = True, log=None) -> TrainResult:
+    """Trains `method` on the training split of `annotations` using a feature store's features.
+
+    Writes into `out_dir`: `last.pt` (every epoch, atomic, with optimizer and RNG state: what
+    `resume=True` continues from), `best.pt` (highest test rho so far, as the reference selects;
+    a best-of-epochs figure, not a held-out one), `train_log.jsonl` (one record per epoch) and
+    `train_summary.json` (best AND last-epoch metrics, labelled).
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    for name, v in (("max_epoch", max_epoch), ("bs_train", bs_train), ("fix_size", fix_size),
+                    ("voter_number", voter_number), ("eval_every", eval_every)):
+        if int(v) < 1:
+            raise ValueError(f"{name} must be >= 1, got {v}")
+    if step_num < 2:
+        raise ValueError(f"step_num must be >= 2 (steps = transitions + 1), got {step_num}")
+    if not base_lr > 0:
+        raise ValueError(f"base_lr must be > 0, got {base_lr}")
+    log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    device = resolve_device(device)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    num_transitions = step_num - 1
+    policy = policy or policy_from_flags(action_number_choosing, random_choosing)
+    ann = as_annotations(annotations, num_transitions)
+    vocab = dive_vocabulary(ann, ann.train_keys)
+
+    config = {"fix_size": fix_size, "num_transitions": num_transitions, "layout": layout}
+    if method.startswith("F+R"):
+        config = {"num_dive_numbers": len(vocab)} if method == "F+R#" else {}
+    elif method == "F+S+R":
+        config = {"fix_size": fix_size, "num_transitions": num_transitions}
+    settings = dict(method=method, max_epoch=max_epoch, bs_train=bs_train, base_lr=base_lr, seed=seed,
+                    prob_tas_threshold=prob_tas_threshold, fix_size=fix_size, step_num=step_num,
+                    voter_number=voter_number, policy=policy, layout=layout, eval_every=eval_every,
+                    amp=amp, store=str(store_path), view=view, fdperf_version=__version__)
+
+    torch.manual_seed(seed)
+    model = build_model(method, **config)
+    store, feats, fmaps = load_store(store_path, device, maps=model.needs_maps, view=view)
+    if model.needs_maps is False:
+        fmaps = None
+    if hasattr(model, "in_channels") and feats.shape[1] != model.in_channels:
+        config["in_channels"] = feats.shape[1]
+        torch.manual_seed(seed)
+        model = build_model(method, **config)
+    model.to(device)
+    train_set = video_set(store, feats, fmaps, ann, ann.train_keys, vocab, device)
+    test_set = video_set(store, feats, fmaps, ann, ann.test_keys, vocab, device)
+    del feats, fmaps
+    if len(train_set) < 2:
+        raise ValueError("training needs at least two training videos")
+    vote_rows, vote_valid = voting_exemplars(ann, ann.test_keys, ann.train_keys, m=voter_number,
+                                             policy=policy, seed=seed)
+    sampler = ExemplarSampler(ann, ann.train_keys, policy=policy, device=device)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+
+    use_graph = cuda_graph and device.type == "cuda"
+    optimizer = torch.optim.Adam(model.parameters(), lr=base_lr, weight_decay=0,
+                                 capturable=use_graph)
+    start_epoch, history, best = 0, [], None
+    last_path, best_path = out / "last.pt", out / "best.pt"
+    if resume:
+        if not last_path.is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint {last_path} to resume from")
+        ck = read_checkpoint(last_path, map_location=device)
+        if ck.get("method") != method or ck.get("config") != model.config():
+            raise CheckpointError(f"{last_path} was trained as {ck.get('method')} {ck.get('config')}, "
+                                  f"not {method} {model.config()}; use another out_dir")
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        gen.set_state(ck["rng"]["sampler"].cpu())
+        torch.set_rng_state(ck["rng"]["torch"].cpu())
+        start_epoch, history, best = ck["epoch"] + 1, list(ck.get("history", [])), ck.get("best")
+        log(f"resumed from {last_path} at epoch {start_epoch}/{max_epoch}")
+
+    n_train, batch = len(train_set), min(bs_train, len(train_set))
+    full_batches, rest = divmod(n_train, batch)
+    step = _Step(model, optimizer, train_set, batch, device, amp)
+    tail = _Step(model, optimizer, train_set, rest, device, amp) if rest else None
+    step_mode = "eager"
+    if use_graph:
+        try:
+            step.capture()
+            step_mode = "cuda-graph"
+        except Exception as e:  # capture needs static, sync-free work; fall back loudly
+            step.graph = None
+            log(f"CUDA graph capture failed, training eagerly instead ({type(e).__name__}: {e})")
+    model.train()
+
+    iterator = range(start_epoch, max_epoch)
+    bar = None
+    if progress:
+        try:
+            from tqdm import tqdm
+            bar = tqdm(iterator, desc=f"train {method}", unit="epoch", initial=start_epoch,
+                       total=max_epoch, file=sys.stderr)
+            iterator = bar
+        except ImportError:
+            pass
+    log_file = open(out / "train_log.jsonl", "a")
+    try:
+        for epoch in iterator:
+            t0 = time.perf_counter()
+            use_gt = epoch / max_epoch <= prob_tas_threshold
+            for s in (step, tail):
+                if s is not None:
+                    s.use_gt.fill_(use_gt)
+            perm = torch.randperm(n_train, generator=gen, device=device)
+            ex = sampler.sample(perm, gen)
+            losses = torch.zeros(full_batches + (1 if rest else 0), device=device)
+            preds = torch.zeros(n_train, device=device)
+            for b in range(full_batches):
+                sl = slice(b * batch, (b + 1) * batch)
+                step.rows.copy_(perm[sl])
+                step.ex_rows.copy_(ex[sl])
+                loss, pred = step()
+                losses[b] = loss
+                preds[sl] = pred
+            if rest:
+                tail.rows.copy_(perm[full_batches * batch:])
+                tail.ex_rows.copy_(ex[full_batches * batch:])
+                loss, pred = tail()
+                losses[-1] = loss
+                preds[full_batches * batch:] = pred
+            true = train_set.scores[perm]
+            rec = {"epoch": epoch, "loss": float(losses.mean()), "gt_transitions": use_gt,
+                   "train_rho": M.spearman(preds.cpu(), true.cpu())}
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            rec["seconds"] = time.perf_counter() - t0
+            if not math.isfinite(rec["loss"]):
+                raise FloatingPointError(f"training diverged at epoch {epoch + 1}: loss {rec['loss']}")
+            is_last = epoch == max_epoch - 1
+            if (epoch + 1) % eval_every == 0 or is_last:
+                votes = vote(model, test_set, train_set, vote_rows, vote_valid,
+                             transitions="oracle" if method == "TSA-oracle" else "predicted", amp=amp)
+                rec["test"] = score_metrics(votes.scores, test_set.scores, votes.bounds, test_set.bounds)
+                model.train()
+                if best is None or rec["test"]["rho"] > best["rho"]:
+                    best = {"epoch": epoch, **rec["test"]}
+                    save_checkpoint(best_path, model_checkpoint(
+                        model, epoch=epoch, settings=settings, dive_numbers=vocab, metrics=rec["test"]))
+            history.append(rec)
+            log_file.write(json.dumps(rec) + "\n")
+            log_file.flush()
+            save_checkpoint(last_path, model_checkpoint(
+                model, epoch=epoch, settings=settings, dive_numbers=vocab, metrics=rec.get("test"),
+                optimizer=optimizer.state_dict(), history=history, best=best,
+                rng={"sampler": gen.get_state(), "torch": torch.get_rng_state()}))
+            if bar is not None:
+                bar.set_postfix(loss=f"{rec['loss']:.3f}", rho=f"{rec['train_rho']:.3f}")
+                bar.write(_log_line(epoch, max_epoch, rec), file=sys.stderr)
+            else:
+                log(_log_line(epoch, max_epoch, rec))
+    finally:
+        log_file.close()
+        if bar is not None:
+            bar.close()
+
+    last = history[-1].get("test", {}) if history else {}
+    summary = {"settings": settings, "step_mode": step_mode,
+               "best_epoch_selected_on_test_rho": best,
+               "last_epoch": {"epoch": history[-1]["epoch"] if history else None, **last},
+               "note": "best_* is chosen on the test split (as the reference does), so it is "
+                       "optimistic; last_epoch is the held-out figure"}
+    summary_path = out / "train_summary.json"
+    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+    return TrainResult(out, best_path if best is not None else None, last_path, summary_path,
+                       best or {}, last, history, step_mode)

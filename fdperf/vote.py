@@ -1,0 +1,261 @@
+"""Multi-exemplar voting and evaluation of a trained TSA (or baseline) checkpoint.
+
+Every video is encoded once (PSNet, transitions, step tokens): test videos as queries, the
+training videos that serve as exemplars as memories. All (query, exemplar) pairs are then decoded
+in batched launches through `step_attention`'s index, which points each pair at its exemplar's
+cached tokens instead of copying them. Score of a query = mean over its exemplars j of
+`y_j + delta_j` (DESIGN §2).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import metrics as M
+from .data import key_to_str, load_annotations, sample_tensors, voting_exemplars
+from .tsa import PairModel
+
+TRANSITIONS = ("predicted", "oracle")
+
+
+@dataclass
+class VideoSet:
+    """Per-video tensors of one split, all on one device (rows follow `keys`)."""
+    keys: list
+    features: torch.Tensor                 # [N, snippets, 1024]
+    maps: torch.Tensor | None              # [N, snippets, 1024, H, W] or None
+    scores: torch.Tensor                   # [N] float32
+    bounds: torch.Tensor                   # [N, L] int64, ground-truth transitions
+    dive_ids: torch.Tensor                 # [N] int64 into the dive-number vocabulary
+    difficulty: torch.Tensor               # [N] float32
+
+    def __len__(self):
+        return len(self.keys)
+
+
+def as_annotations(annotations, num_transitions: int = 2):
+    """A loaded `Annotations` object, or the folder to load one from."""
+    if hasattr(annotations, "train_keys"):
+        return annotations
+    return load_annotations(annotations, num_transitions=num_transitions)
+
+
+def resolve_device(device) -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def dive_vocabulary(annotations, train_keys) -> list:
+    """Dive numbers seen in training, sorted; F+R# maps any other dive number to one extra id."""
+    return sorted({annotations[k].dive_number for k in train_keys})
+
+
+def load_store(store_path, device, maps: bool = True, view: int | None = None):
+    """(FeatureStore, features, maps) with the whole store on `device`."""
+    from .features import FeatureStore  # the store module pulls in h5py: import on use
+    store = FeatureStore(store_path)
+    if store.views > 1 and view is None:
+        view = 0
+    feats, fmaps = store.load(device=device, maps=maps, view=view)
+    return store, feats, fmaps
+
+
+def video_set(store, feats, fmaps, annotations, keys, vocabulary: list, device) -> VideoSet:
+    """Gathers `keys`' rows of a loaded store and their labels; names missing keys."""
+    missing = [k for k in keys if k not in store]
+    if missing:
+        raise KeyError(f"{len(missing)} of {len(keys)} videos are not in feature store {store.path}, "
+                       f"e.g. {key_to_str(missing[0])}; extract them first (python -m fdperf.extract)")
+    rows = torch.tensor([store.index_of(k) for k in keys], dtype=torch.long, device=feats.device)
+    labels = sample_tensors(annotations, keys, device=device)
+    vocab = {d: i for i, d in enumerate(vocabulary)}
+    dive = torch.tensor([vocab.get(annotations[k].dive_number, len(vocabulary)) for k in keys],
+                        dtype=torch.long, device=device)
+    return VideoSet(list(keys), feats.index_select(0, rows).to(device),
+                    None if fmaps is None else fmaps.index_select(0, rows).to(device),
+                    labels["score"], labels["transitions"], dive, labels["difficulty"])
+
+
+def _encode(model: PairModel, videos: VideoSet, rows: torch.Tensor, use_gt: bool, query: bool,
+            memory: bool, chunk: int) -> dict:
+    """model.encode over `rows` of `videos` in chunks of `chunk` videos, caches concatenated."""
+    parts = []
+    for start in range(0, rows.numel(), chunk):
+        r = rows[start:start + chunk]
+        maps = None if (videos.maps is None or not memory or not model.needs_maps) \
+            else videos.maps.index_select(0, r)
+        parts.append(model.encode(videos.features.index_select(0, r), maps,
+                                  videos.dive_ids.index_select(0, r), videos.bounds.index_select(0, r),
+                                  use_gt=use_gt, query=query, memory=memory))
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+@dataclass
+class Votes:
+    """Voting output for Nq queries and M exemplar slots (tensors on the voting device)."""
+    scores: torch.Tensor                   # [Nq] predicted scores
+    deltas: torch.Tensor                   # [Nq, M] relative score per exemplar
+    step_deltas: torch.Tensor              # [Nq, M, S]
+    valid: torch.Tensor                    # [Nq, M] bool
+    bounds: torch.Tensor | None            # [Nq, L] query transitions used (None: no segmentation)
+
+
+@torch.no_grad()
+def vote(model: PairModel, queries: VideoSet, exemplars: VideoSet, rows: torch.Tensor,
+         valid: torch.Tensor, transitions: str = "predicted", batch_pairs: int | None = None,
+         encode_chunk: int = 512, amp: bool = False) -> Votes:
+    """Scores every query against its exemplars `rows` [Nq, M] (rows of `exemplars`, `valid`
+    marks the real ones). PSNet runs once per video; pairs are decoded in batches of
+    `batch_pairs` (all at once by default)."""
+    if transitions not in TRANSITIONS:
+        raise ValueError(f"transitions must be one of {TRANSITIONS}, got {transitions!r}")
+    if rows.shape != valid.shape or rows.dim() != 2:
+        raise ValueError(f"rows and valid must both be [Nq, M], got {tuple(rows.shape)} and {tuple(valid.shape)}")
+    if not bool(valid.any(1).all()):
+        raise ValueError("every query needs at least one valid exemplar")
+    device = queries.features.device
+    was_training = model.training
+    model.eval()
+    oracle = transitions == "oracle"
+    rows, valid = rows.to(device), valid.to(device)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        used, slot = torch.unique(rows[valid], return_inverse=True)     # exemplars actually voting
+        lookup = torch.zeros(len(exemplars), dtype=torch.long, device=device)
+        lookup[used] = torch.arange(used.numel(), device=device)
+        ecache = _encode(model, exemplars, used, oracle, query=False, memory=True, chunk=encode_chunk)
+        qcache = _encode(model, queries, torch.arange(len(queries), device=device), oracle,
+                         query=True, memory=False, chunk=encode_chunk)
+        nq, m = rows.shape
+        q_index = torch.arange(nq, device=device).repeat_interleave(m)
+        e_index = lookup[rows.reshape(-1)]
+        step = batch_pairs or q_index.numel()
+        sd = torch.cat([model.step_deltas(qcache, ecache, q_index[s:s + step], e_index[s:s + step]).float()
+                        for s in range(0, q_index.numel(), step)])
+    model.train(was_training)
+    sd = sd.reshape(nq, m, -1)
+    deltas = sd.mean(-1)
+    w = valid.float()
+    scores = ((deltas + exemplars.scores[rows]) * w).sum(1) / w.sum(1)
+    return Votes(scores, deltas, sd, valid, qcache.get("bounds"))
+
+
+def score_metrics(pred, true, pred_bounds=None, true_bounds=None) -> dict:
+    """rho, R-l2 (x100, squared as the reference), L2 and, with transitions, AIoU@0.5/0.75 (%)."""
+    out = {"rho": M.spearman(pred, true), "rl2": M.relative_l2(pred, true), "l2": M.l2(pred, true),
+           "num_videos": int(len(true))}
+    if pred_bounds is not None:
+        out["aiou50"] = M.aiou(pred_bounds, true_bounds, 0.5)
+        out["aiou75"] = M.aiou(pred_bounds, true_bounds, 0.75)
+    return out
+
+
+def predictions_table(queries: VideoSet, exemplars: VideoSet, rows, votes: Votes, annotations) -> list:
+    """The rows of predictions.csv (columns documented in docs/sections/tsa.md)."""
+    scores = votes.scores.cpu().numpy()
+    true = queries.scores.cpu().numpy()
+    gt = queries.bounds.cpu().numpy()
+    pb = None if votes.bounds is None else votes.bounds.cpu().numpy()
+    tious = None if pb is None else M.tiou(pb, gt)
+    rows, valid = rows.cpu().numpy(), votes.valid.cpu().numpy()
+    deltas, sd = votes.deltas.cpu().numpy(), votes.step_deltas.cpu().numpy()
+    ex_scores = exemplars.scores.cpu().numpy()
+    L = gt.shape[1]
+    segments = pb is not None
+    table = []
+    for i, key in enumerate(queries.keys):
+        sample = annotations[key]
+        js = np.flatnonzero(valid[i])
+        row = {"key": key_to_str(key), "dive_number": sample.dive_number,
+               "difficulty": f"{sample.difficulty:g}", "true_score": f"{true[i]:.4f}",
+               "pred_score": f"{scores[i]:.4f}", "error": f"{scores[i] - true[i]:.4f}"}
+        for k in range(L):
+            row[f"true_t{k + 1}"] = int(gt[i, k])
+        for k in range(L):
+            row[f"pred_t{k + 1}"] = int(pb[i, k]) if segments else ""
+        row["tiou"] = f"{tious[i]:.4f}" if segments else ""
+        row["num_exemplars"] = len(js)
+        row["exemplar_keys"] = ";".join(key_to_str(exemplars.keys[rows[i, j]]) for j in js)
+        row["exemplar_scores"] = ";".join(f"{ex_scores[rows[i, j]]:.4f}" for j in js)
+        row["deltas"] = ";".join(f"{deltas[i, j]:.4f}" for j in js)
+        for s in range(L + 1):
+            row[f"step{s + 1}_deltas"] = ";".join(f"{sd[i, j, s]:.4f}" for j in js) if segments else ""
+        table.append(row)
+    return table
+
+
+def write_csv(path, table: list) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(table[0]))
+        w.writeheader()
+        w.writerows(table)
+    return path
+
+
+@dataclass
+class EvalResult:
+    metrics: dict                          # rho, rl2, l2, aiou50, aiou75, settings, timings
+    metrics_path: Path
+    predictions_path: Path
+    votes: Votes = field(repr=False)
+
+
+def evaluate(checkpoint, store_path, annotations, out_dir, *, voter_number: int = 10,
+             policy: str = "dive_number", seed: int = 0, transitions: str | None = None,
+             device=None, layout: str | None = None, view: int | None = None,
+             batch_pairs: int | None = None, amp: bool = False, split: str = "test") -> EvalResult:
+    """Votes with `checkpoint` (fdperf's or a reference `last.pth`) on the `split` videos of a
+    feature store; writes `metrics.json` and `predictions.csv` into `out_dir`.
+
+    transitions: "predicted" or "oracle" (ground truth); default "oracle" for TSA-oracle
+    checkpoints, "predicted" otherwise. policy: exemplar choice ("dive_number", "random",
+    "difficulty"); voter_number: exemplars per query (M).
+    """
+    from .tsa.checkpoint import load_model
+    device = resolve_device(device)
+    model, ckpt = load_model(checkpoint, layout=layout, map_location="cpu")
+    model.to(device)
+    if transitions is None:
+        transitions = "oracle" if getattr(model, "oracle", False) else "predicted"
+    num_transitions = getattr(model, "num_transitions", 2)
+    ann = as_annotations(annotations, num_transitions)
+    if split not in ("test", "train"):
+        raise ValueError(f"split must be 'test' or 'train', got {split!r}")
+    vocab = ckpt.get("dive_numbers") or dive_vocabulary(ann, ann.train_keys)
+    t0 = time.perf_counter()
+    store, feats, fmaps = load_store(store_path, device, maps=model.needs_maps, view=view)
+    qkeys = ann.test_keys if split == "test" else ann.train_keys
+    queries = video_set(store, feats, fmaps, ann, qkeys, vocab, device)
+    exemplars = video_set(store, feats, fmaps, ann, ann.train_keys, vocab, device)
+    del feats, fmaps
+    t_load = time.perf_counter() - t0
+    rows, valid = voting_exemplars(ann, qkeys, ann.train_keys, m=voter_number, policy=policy, seed=seed)
+    t0 = time.perf_counter()
+    votes = vote(model, queries, exemplars, rows, valid, transitions=transitions,
+                 batch_pairs=batch_pairs, amp=amp)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t_vote = time.perf_counter() - t0
+    result = score_metrics(votes.scores, queries.scores,
+                           None if votes.bounds is None else votes.bounds, queries.bounds)
+    result.update({
+        "method": ckpt.get("method", model.method), "checkpoint": str(checkpoint),
+        "checkpoint_format": ckpt.get("format"), "checkpoint_epoch": ckpt.get("epoch"),
+        "store": str(store_path), "split": split, "voter_number": voter_number, "policy": policy,
+        "seed": seed, "transitions": transitions, "layout": getattr(model, "layout", None),
+        "num_pairs": int(valid.sum()), "device": str(device), "amp": amp,
+        "seconds_load": t_load, "seconds_vote": t_vote})
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics_path = out / "metrics.json"
+    metrics_path.write_text(json.dumps(result, indent=2) + "\n")
+    pred_path = write_csv(out / "predictions.csv", predictions_table(queries, exemplars, rows, votes, ann))
+    return EvalResult(result, metrics_path, pred_path, votes)
