@@ -30,7 +30,7 @@ MAP_SIZE = 4
 CHANNELS = 1024
 # Attributes that must match for a rerun to resume an existing file (versions may differ).
 IDENTITY_ATTRS = ("format", "backbone", "weights_sha256", "preprocess", "sampling",
-                  "num_snippets", "views", "precision", "shard")
+                  "num_snippets", "views", "precision", "seed", "shard")
 
 Key = tuple[str, int]
 _STR = h5py.string_dtype("utf-8")
@@ -111,6 +111,16 @@ class FeatureStoreWriter:
         tmp = self.path + ".creating"
         n = len(self.key_strs)
         feat_shape, map_shape = _row_shapes(num_snippets, views)
+        try:
+            self._fill_new(tmp, attrs, n, feat_shape, map_shape)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+        os.replace(tmp, self.path)
+        return h5py.File(self.path, "r+")
+
+    def _fill_new(self, tmp: str, attrs: dict, n: int, feat_shape, map_shape) -> None:
         with h5py.File(tmp, "w") as f:
             f.create_dataset("keys", data=np.array(self.key_strs, dtype=object), dtype=_STR)
             _create_preallocated(f, "features", (n,) + feat_shape, np.float32)
@@ -120,8 +130,6 @@ class FeatureStoreWriter:
             for k, v in attrs.items():
                 f.attrs[k] = v
             f.attrs["complete"] = False
-        os.replace(tmp, self.path)
-        return h5py.File(self.path, "r+")
 
     def _open_existing(self, attrs: dict) -> h5py.File:
         try:
