@@ -199,3 +199,35 @@ def test_views_axis_and_reader(tree, tmp_path):
     feats, maps = store.load()
     assert feats.shape == (1, 2, 1, 1024) and maps.shape == (1, 2, 1, 1024, 4, 4)
     assert not torch.equal(feats[:, 0], feats[:, 1])   # two different flip/crop draws
+
+
+def test_video_inputs_h264_pyav_and_vp9_dali(tmp_path, capsys):
+    from test_video_decode import _write_video
+    # A video list mixing codecs: H.264 decodes through PyAV, VP9 through DALI's CPU decoder.
+    h264 = _write_video(tmp_path / "a.mp4", "libx264", n=30)
+    vp9 = _write_video(tmp_path / "b.webm", "libvpx-vp9", n=30)
+    listing = tmp_path / "videos.tsv"
+    listing.write_text(f"01/1\t{h264}\n01/2\tb.webm\n01/3\tmissing.mp4\n")
+    out = str(tmp_path / "v.h5")
+    rc = main(["--video-list", str(listing), "--out", out, "--random-init", "--device", "cpu",
+               "--num-snippets", "1", "--no-progress", "--torch-threads", str(THREADS)])
+    assert rc == 1
+    assert "video file not found" in capsys.readouterr().err
+    store = FeatureStore(out, allow_partial=True)
+    assert store.keys == [("01", 1), ("01", 2)]
+    feats, _ = store.load()
+    # Identical grey ramps in both files: close features, whichever decoder produced them.
+    torch.testing.assert_close(feats[0], feats[1], rtol=0.05, atol=float(feats.abs().max()) * 0.05)
+
+
+def test_untrimmed_videos_cut_by_coarse_annotation(tmp_path):
+    from test_video_decode import _write_video
+    ann = _annotations(str(tmp_path / "Annotations"))   # coarse: start 0, end = instance length
+    os.makedirs(tmp_path / "videos")
+    _write_video(tmp_path / "videos" / "01.mp4", "libx264", n=130)
+    out = str(tmp_path / "u.h5")
+    rc = main(["--annotations", ann, "--videos-root", str(tmp_path / "videos"), "--video-layout",
+               "untrimmed", "--split", "train", "--limit", "2", "--out", out, "--random-init",
+               "--device", "cpu", "--num-snippets", "1", "--no-progress"])
+    assert rc == 0
+    assert FeatureStore(out).keys == [("01", 1), ("01", 2)]

@@ -20,7 +20,7 @@ def _write_video(path, codec, n=40, h=48, w=64, pix_fmt="yuv420p"):
         s = c.add_stream(codec, rate=25)
         s.width, s.height, s.pix_fmt = w, h, pix_fmt
         for i in range(n):
-            img = np.full((h, w, 3), LEVEL * i, np.uint8)
+            img = np.full((h, w, 3), (LEVEL * i) % 256, np.uint8)
             for pkt in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
                 c.mux(pkt)
         for pkt in s.encode():
