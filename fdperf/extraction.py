@@ -62,7 +62,7 @@ class ExtractOptions:
     torch_threads: int | None = None     # torch intra-op threads (CPU)
     io_threads: int = 8                  # file-reading threads
     num_snippets: int = 9                # fewer only for quick tests; the reference uses 9
-    channels_last: bool | None = None    # channels_last_3d (default on a GPU)
+    channels_last: bool | None = None    # channels_last_3d memory format (default on)
     fuse: bool = True                    # fold batch norm and merge 1x1 convolutions
     overwrite: bool = False
     progress: bool = True
@@ -148,7 +148,8 @@ def _settings(opts: ExtractOptions, device: torch.device) -> ExtractOptions:
     o.i3d_videos = o.i3d_videos or (16 if gpu else 1)
     o.readers = o.readers or (4 if gpu else 1)
     o.dali_threads = o.dali_threads or (4 if gpu else max(1, min(4, os.cpu_count() or 1)))
-    o.channels_last = gpu if o.channels_last is None else o.channels_last
+    # channels_last_3d: faster on GPUs and also on the CPU (oneDNN; ~25% on this I3D, AVX2).
+    o.channels_last = True if o.channels_last is None else o.channels_last
     if o.views < 1 or o.num_snippets < 1 or o.num_snippets > 9:
         raise ValueError("views must be >= 1 and num_snippets between 1 and 9")
     for name in ("batch_videos", "i3d_videos", "readers", "dali_threads", "io_threads"):
@@ -350,6 +351,9 @@ def store_attrs(opts: ExtractOptions, sha: str, weights: str | None, device: tor
         "preprocess": opts.preprocess, "preprocess_detail": PREPROCESS_DOC[opts.preprocess],
         "sampling": SAMPLING, "snippet_starts": np.array(snippet_starts(opts.num_snippets)),
         "precision": opts.precision, "seed": opts.seed, "device_type": device.type,
+        "backbone_exec": (f"{'fused' if opts.fuse else 'as written'}, "
+                          f"{'channels_last_3d' if opts.channels_last else 'contiguous'}, "
+                          f"{opts.i3d_videos} video(s) per forward"),
         "torch_version": str(torch.__version__), "dali_version": _dali_version(),
         "h5py_version": h5py.__version__, "shard": shard,
     }
