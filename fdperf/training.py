@@ -9,15 +9,18 @@ fallback to eager execution when capture fails.
 """
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import yaml
 
 from . import metrics as M
 from .data import ExemplarSampler, voting_exemplars
@@ -26,6 +29,86 @@ from .tsa.checkpoint import CheckpointError, model_checkpoint, read_checkpoint, 
 from .vote import (as_annotations, dive_vocabulary, load_store, resolve_device, score_metrics,
                    video_set, vote)
 from .version import __version__
+
+
+# ---- the reference configuration (shared by the train and evaluate CLIs) ----
+# reference config key -> (type, default, help)
+CONFIG_OPTIONS = {
+    "bs_train": (int, 8, "pairs per training batch"),
+    "max_epoch": (int, 200, "training epochs"),
+    "base_lr": (float, 1e-3, "Adam learning rate of the head (no weight decay)"),
+    "voter_number": (int, 10, "exemplars per test video when evaluating (M)"),
+    "prob_tas_threshold": (float, 0.25, "ground-truth transitions while epoch/max_epoch <= this, "
+                                        "predicted ones afterwards"),
+    "fix_size": (int, 5, "points each step is resampled to"),
+    "step_num": (int, 3, "procedure steps (transitions + 1)"),
+    "action_number_choosing": ("bool", True, "exemplars of the same dive number (w/ DN); "
+                                             "false: any training video"),
+    "random_choosing": ("bool", False, "accepted for reference configs (the reference reads it "
+                                       "but chooses randomly whenever action_number_choosing is false)"),
+    "seed": (int, 0, "seed of model initialisation, batches and exemplar choice"),
+}
+
+
+def str2bool(text: str) -> bool:
+    low = str(text).strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def add_config_options(parser, keys):
+    for key in keys:
+        typ, default, text = CONFIG_OPTIONS[key]
+        names = [f"--{key}"] + ([f"--{key.replace('_', '-')}"] if "_" in key else [])
+        parser.add_argument(*names, dest=key, default=None,
+                            type=str2bool if typ == "bool" else typ, metavar="BOOL" if typ == "bool" else None,
+                            help=f"{text} (default {default})")
+
+
+def read_config(path) -> dict:
+    """The reference YAML (plain keys and values) as a dict."""
+    try:
+        with open(path) as f:
+            cfg = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise SystemExit(f"--config {path}: cannot read it: {e}")
+    if not isinstance(cfg, dict):
+        raise SystemExit(f"--config {path}: expected a mapping of keys to values")
+    return cfg
+
+
+def merged(args, keys) -> dict:
+    """Command line > --config file > defaults, for the reference keys."""
+    cfg = read_config(args.config) if args.config else {}
+    out = {}
+    for key in keys:
+        typ, default, _ = CONFIG_OPTIONS[key]
+        value = getattr(args, key)
+        if value is None and key in cfg:
+            value = cfg[key]
+            try:
+                value = str2bool(value) if typ == "bool" else typ(value)
+            except (ValueError, argparse.ArgumentTypeError) as e:
+                raise SystemExit(f"--config {args.config}: bad value for {key}: {e}")
+        out[key] = default if value is None else value
+    return out
+
+
+def annotations_from(args, cfg_path) -> str:
+    if args.annotations:
+        return args.annotations
+    if cfg_path:
+        label = read_config(cfg_path).get("label_path")
+        if label:
+            folder = os.path.dirname(os.path.join(os.path.dirname(os.path.abspath(cfg_path)), label))
+            if os.path.isdir(folder):
+                return folder
+    raise SystemExit("give the FineDiving annotations folder with --annotations (or a --config "
+                     "whose label_path points into it)")
+
 
 
 @dataclass

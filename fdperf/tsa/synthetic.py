@@ -1,6 +1,6 @@
 """A synthetic feature set on which procedure-aware scoring is learnable (tests, demos).
 
-Each video has 96 frames in three steps (transitions t1 in [15, 40), t2 in [55, 80)). Snippet j
+Each video has 96 frames in three steps (transitions t1 in {18, 28, 38}, t2 in {58, 68, 78}). Snippet j
 (frames 10j..10j+15) carries its step's pattern plus `quality[step] * v` with the SAME direction v
 in every step, and the score is `60 + 8 * (q_1 - q_2 + q_3)` (q_s of step s). Averaging snippets
 (what F+R sees) mixes the steps' qualities, so only a model that segments the video and compares
@@ -9,6 +9,7 @@ step by step can read the score off the features.
 from __future__ import annotations
 
 import os
+import pickle
 
 import h5py
 import numpy as np
@@ -26,7 +27,8 @@ def _snippet_steps(t1: int, t2: int, snippets: int = 9) -> np.ndarray:
 
 def make_synthetic_features(out_dir, n_train: int = 96, n_test: int = 48, seed: int = 0,
                             map_size: int = 1, dive_numbers: int = 4, noise: float = 0.3):
-    """Writes `features.h5` (fdperf store layout) into `out_dir`; returns (path, Annotations).
+    """Writes `features.h5` (fdperf store layout) and `Annotations/` (the six FineDiving files,
+    readable by `fdperf.data.load_annotations`) into `out_dir`; returns (store path, Annotations).
 
     `map_size` is the spatial size of the feature maps (the real store has 4; 1 keeps CPU
     tests fast). Train and test videos share the dive numbers.
@@ -39,7 +41,9 @@ def make_synthetic_features(out_dir, n_train: int = 96, n_test: int = 48, seed: 
     samples, keys = {}, []
     for i in range(n):
         key = ("synthetic", i)
-        t1, t2 = int(rng.integers(15, 40)), int(rng.integers(55, 80))
+        # transitions 2 frames before a snippet's centre, so that "frame f lies in step s" and
+        # "the snippet nearest to f lies in step s" agree: the labels describe the features exactly
+        t1, t2 = 10 * int(rng.integers(1, 4)) + 8, 10 * int(rng.integers(5, 8)) + 8
         q = rng.standard_normal(3).astype(np.float32)
         steps = _snippet_steps(t1, t2)
         feats[i] = patterns[steps] + q[steps, None] * v + noise * rng.standard_normal((9, 1024))
@@ -61,6 +65,28 @@ def make_synthetic_features(out_dir, n_train: int = 96, n_test: int = 48, seed: 
         f.create_dataset("done", data=np.ones(n, bool))
         f.attrs.update({"format": 1, "complete": True, "backbone": "synthetic",
                         "weights_sha256": "random-init", "num_snippets": 9, "views": 1})
+    folder = os.path.join(out_dir, "Annotations")
+    _write_annotation_files(folder, samples, keys[:n_train], keys[n_train:])
     ann = Annotations(samples, keys[:n_train], keys[n_train:], {t: str(t) for t in STEP_TYPES},
-                      folder=f"synthetic(seed={seed})")
+                      folder=folder)
     return path, ann
+
+
+def _write_annotation_files(folder, samples: dict, train: list, test: list):
+    """The six FineDiving pickles (same schema and types as the published files)."""
+    os.makedirs(folder, exist_ok=True)
+    aqa, fine, coarse = {}, {}, {}
+    for key, s in samples.items():
+        aqa[key] = [s.dive_number, s.score, s.difficulty, s.transit_frames, s.frame_labels]
+        fine[key] = {"action_type": s.dive_number, "dive_score": s.score, "difficulty": s.difficulty,
+                     "steps_transit_frames": s.transit_frames, "frames_labels": s.frame_labels,
+                     "sub-action_types": dict(s.sub_action_names)}
+        coarse[key] = {"action_type": s.dive_number, "start_frame": 0, "end_frame": s.num_frames,
+                       "dive_score": s.score, "difficulty": s.difficulty, "judge_scores": None}
+    files = {"fine-grained_annotation_aqa.pkl": aqa, "FineDiving_fine-grained_annotation.pkl": fine,
+             "FineDiving_coarse_annotation.pkl": coarse,
+             "Sub_action_Types_Table.pkl": {t: str(t) for t in STEP_TYPES},
+             "train_split.pkl": list(train), "test_split.pkl": list(test)}
+    for name, obj in files.items():
+        with open(os.path.join(folder, name), "wb") as f:
+            pickle.dump(obj, f, protocol=3)

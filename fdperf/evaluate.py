@@ -1,0 +1,58 @@
+"""python -m fdperf.evaluate: multi-exemplar voting of a checkpoint on a feature store.
+
+Writes OUT/metrics.json (rho, R-l2, L2, AIoU@0.5/0.75 and the settings) and OUT/predictions.csv
+(one row per test video; columns in docs/sections/tsa.md). The work is done by
+`fdperf.vote.evaluate`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .training import add_config_options, annotations_from, merged, policy_from_flags
+from .tsa import LAYOUTS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m fdperf.evaluate",
+        description="Score the test videos of a feature store with a trained checkpoint (fdperf's "
+                    "best.pt/last.pt or the reference's last.pth) by voting over exemplars.")
+    p.add_argument("checkpoint", help="fdperf checkpoint (.pt) or reference last.pth")
+    p.add_argument("store", help="feature store (.h5) written by python -m fdperf.extract")
+    p.add_argument("out", help="output folder for metrics.json and predictions.csv")
+    p.add_argument("--annotations", help="FineDiving Annotations folder (the six .pkl files)")
+    p.add_argument("--config", help="reference YAML; its voter_number, seed and exemplar flags apply "
+                                    "unless given on the command line")
+    add_config_options(p, ("voter_number", "action_number_choosing", "random_choosing", "seed"))
+    p.add_argument("--policy", choices=("dive_number", "random", "difficulty"),
+                   help="exemplar policy; overrides action_number_choosing")
+    p.add_argument("--transitions", choices=("predicted", "oracle"), default=None,
+                   help="predicted (default) or ground-truth transitions (default for TSA-oracle)")
+    p.add_argument("--layout", choices=LAYOUTS, default=None,
+                   help="override the checkpoint's feature-map layout (reference checkpoints: reference)")
+    p.add_argument("--split", choices=("test", "train"), default="test", help="videos to score")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast")
+    p.add_argument("--batch-pairs", type=int, default=None,
+                   help="pairs decoded per launch (default: all at once)")
+    p.add_argument("--view", type=int, default=None, help="view of a multi-view store (default 0)")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from .vote import evaluate
+    opts = merged(args, ("voter_number", "action_number_choosing", "random_choosing", "seed"))
+    policy = args.policy or policy_from_flags(opts["action_number_choosing"], opts["random_choosing"])
+    result = evaluate(args.checkpoint, args.store, annotations_from(args, args.config), args.out,
+                      voter_number=opts["voter_number"], policy=policy, seed=opts["seed"],
+                      transitions=args.transitions, device=args.device, layout=args.layout,
+                      view=args.view, batch_pairs=args.batch_pairs, amp=args.amp, split=args.split)
+    print(json.dumps(result.metrics, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
