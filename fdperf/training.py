@@ -380,10 +380,9 @@ def train(store_path, annotations, out_dir, *, method: str = "TSA", max_epoch: i
         if bar is not None:
             bar.close()
 
-    last = history[-1].get("test", {}) if history else {}
+    last = {"epoch": history[-1]["epoch"], **history[-1].get("test", {})} if history else {}
     summary = {"settings": settings, "step_mode": step_mode,
-               "best_epoch_selected_on_test_rho": best,
-               "last_epoch": {"epoch": history[-1]["epoch"] if history else None, **last},
+               "best_epoch_selected_on_test_rho": best, "last_epoch": last,
                "note": "best_* is chosen on the test split (as the reference does), so it is "
                        "optimistic; last_epoch is the held-out figure"}
     summary_path = out / "train_summary.json"
