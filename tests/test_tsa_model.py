@@ -11,6 +11,15 @@ from fdperf.vote import VideoSet, vote
 FIX, HW = 5, 4
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    # tiny convolutions: one thread beats two contended ones on the 2-core CI machines
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # ---- reference-style implementation (functional, from state dicts) ----------------------------
 def ref_psnet(x, p, training):
     def double_conv(x, pre):
