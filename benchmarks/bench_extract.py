@@ -134,11 +134,14 @@ def test_stage_fdperf_decode_preprocess(benchmark, frames_root):
 @pytest.mark.parametrize("fused", [False, True], ids=["reference", "fused"])
 @pytest.mark.benchmark(group="extract-stages")
 def test_stage_i3d(benchmark, fused):
-    """I3D alone on one video's 9 snippets: as written (the reference) and fused (fdperf)."""
+    """I3D alone on one video's 9 snippets: as written (the reference) and as fdperf runs it
+    (batch norm folded, 1x1 convolutions merged, channels_last_3d)."""
     from fdperf.backbone import fuse_for_inference
     model = load_i3d(random_init=True)[0]
-    model = fuse_for_inference(model) if fused else model
     x = torch.randn(9, 3, 16, 112, 112)
+    if fused:
+        model = fuse_for_inference(model).to(memory_format=torch.channels_last_3d)
+        x = x.contiguous(memory_format=torch.channels_last_3d)
 
     def run():
         with torch.inference_mode():

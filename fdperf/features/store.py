@@ -66,6 +66,7 @@ def _create_preallocated(f: h5py.File, name: str, shape: tuple[int, ...], dtype)
     dcpl.set_alloc_time(h5d.ALLOC_TIME_EARLY)
     dcpl.set_fill_time(h5d.FILL_TIME_ALLOC)
     dcpl.set_fill_value(np.zeros((), dtype))
+    dcpl.set_obj_track_times(False)  # no timestamps: equal runs give byte-identical files
     space = h5s.create_simple(shape)
     dsid = h5d.create(f.id, name.encode(), h5t.py_create(np.dtype(dtype)), space, dcpl=dcpl)
     return h5py.Dataset(dsid)
@@ -153,9 +154,13 @@ class FeatureStoreWriter:
         except BaseException:
             f.close()
             raise
-        for k, v in attrs.items():  # refresh version attributes
-            f.attrs[k] = v
-        f.attrs["complete"] = False
+        # Refresh only what changed (e.g. versions): rewriting equal attributes would move them
+        # in the file, and a resumed store should be byte-identical to an uninterrupted one.
+        for k, v in attrs.items():
+            if k not in f.attrs or not np.array_equal(np.asarray(f.attrs[k]), np.asarray(v)):
+                f.attrs[k] = v
+        if f.attrs.get("complete", False):
+            f.attrs["complete"] = False
         f.flush()
         return f
 
