@@ -10,6 +10,7 @@ import sys
 
 from .extraction import (PRECISIONS, ExtractOptions, Inputs, distributed_env, extract_features,
                          extract_sharded)
+from .features import StoreError
 
 EPILOG = """\
 examples:
@@ -167,6 +168,16 @@ def main(argv=None) -> int:
         channels_last={"auto": None, "on": True, "off": False}[args.channels_last],
         fuse=not args.no_fuse, overwrite=args.overwrite, progress=not args.no_progress)
     common = dict(weights=args.weights, random_init=args.random_init, options=options)
+    try:
+        return _run(args, keys, inputs, common)
+    except (ValueError, FileNotFoundError, StoreError) as e:
+        # User errors (bad weights file, settings that do not fit an existing store, no GPU):
+        # the message, not a traceback.
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args, keys, inputs, common) -> int:
     rank, world, local_rank = distributed_env()
     if world == 1:
         result = extract_features(args.out, keys, inputs, **common)

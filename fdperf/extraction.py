@@ -124,7 +124,7 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {name}: no CUDA device is available (use --device cpu)")
+        raise ValueError(f"device {name}: no CUDA device is available (use --device cpu)")
     if dev.type not in ("cpu", "cuda"):
         raise ValueError(f"unsupported device {name!r}; use cpu or cuda[:N]")
     return dev

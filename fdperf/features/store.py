@@ -37,6 +37,10 @@ _STR = h5py.string_dtype("utf-8")
 _ERROR_DTYPE = np.dtype([("key", _STR), ("reason", _STR)])
 
 
+class StoreError(RuntimeError):
+    """An existing store cannot be resumed by this run (other keys or settings, not a store)."""
+
+
 def key_to_str(key: Key | str) -> str:
     if isinstance(key, str):
         return key
@@ -136,21 +140,23 @@ class FeatureStoreWriter:
         try:
             f = h5py.File(self.path, "r+")
         except OSError as e:
-            raise RuntimeError(f"{self.path}: cannot reopen the existing feature store to resume "
-                               f"it ({e}); remove it or pass overwrite=True") from e
+            raise StoreError(f"{self.path}: cannot reopen the existing feature store to resume "
+                             f"it ({e}); remove it or pass overwrite=True (--overwrite)") from e
         try:
             if f.attrs.get("format") is None or "done" not in f:
-                raise RuntimeError(f"{self.path} exists but is not an fdperf feature store; "
-                                   "remove it or choose another output path")
+                raise StoreError(f"{self.path} exists but is not an fdperf feature store; "
+                                 "remove it or choose another output path")
             mismatched = [f"{a}: file has {_attr_value(f.attrs.get(a))!r}, this run {attrs.get(a)!r}"
                           for a in IDENTITY_ATTRS if _attr_value(f.attrs.get(a)) != attrs.get(a)]
             if mismatched:
-                raise RuntimeError(f"{self.path} was written with other settings, so it cannot be "
-                                   "resumed (remove it or pass overwrite): " + "; ".join(mismatched))
+                raise StoreError(f"{self.path} was written with other settings, so it cannot be "
+                                 "resumed (remove it or pass overwrite=True, --overwrite): "
+                                 + "; ".join(mismatched))
             stored = [k.decode() if isinstance(k, bytes) else k for k in f["keys"][...]]
             if stored != self.key_strs:
-                raise RuntimeError(f"{self.path} holds another key list ({len(stored)} keys) than "
-                                   f"this run ({len(self.key_strs)} keys); remove it or pass overwrite")
+                raise StoreError(f"{self.path} holds another key list ({len(stored)} keys) than "
+                                 f"this run ({len(self.key_strs)} keys); remove it or pass "
+                                 "overwrite=True (--overwrite)")
         except BaseException:
             f.close()
             raise
