@@ -233,3 +233,16 @@ def test_untrimmed_videos_cut_by_coarse_annotation(tmp_path):
                "--device", "cpu", "--num-snippets", "1", "--no-progress"])
     assert rc == 0
     assert FeatureStore(out).keys == [("01", 1), ("01", 2)]
+
+
+def test_wrong_weights_layout_is_a_clear_error(tree, tmp_path, capsys):
+    bad = tmp_path / "resnet.pth"
+    torch.save({"layer1.0.conv1.weight": torch.zeros(64, 64, 3, 3)}, bad)
+    out = tmp_path / "w.h5"
+    rc = main(["--frames-root", tree, "--out", str(out), "--weights", str(bad), "--device", "cpu",
+               "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "missing keys: conv3d_1a_7x7.conv3d.weight" in err
+    assert "unexpected keys: layer1.0.conv1.weight" in err
+    assert not out.exists()
