@@ -115,3 +115,26 @@ def test_untrimmed_bounds():
     np.testing.assert_array_equal(video_frame_indices(src, 1000), np.linspace(100, 290, 96).astype(int))
     with pytest.raises(SourceError, match="past the video"):
         video_frame_indices(src, 200)
+
+
+def test_deep_instances_seek_and_match_sequential_decoding(tmp_path):
+    from fdperf.video import pyav_decode
+    path = str(tmp_path / "long.mp4")
+    with av.open(path, "w") as c:   # 600 frames, a key frame every 50: an "untrimmed" video
+        s = c.add_stream("libx264", rate=30)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        s.codec_context.gop_size = 50
+        for i in range(600):
+            img = np.zeros((48, 64, 3), np.uint8)
+            img[..., 0], img[..., 1] = i % 256, (i // 256) * 60
+            for pkt in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    idx = np.linspace(300, 590, 96).astype(int)
+    assert idx.min() >= pyav_decode.SEEK_MIN_FRAMES
+    assert pyav_decode._decode_seeking(path, set(idx.tolist())) is not None   # the seek path ran
+    sequential = pyav_decode._decode_from_start(path, set(idx.tolist()))
+    np.testing.assert_array_equal(decode_frames(path, idx), np.stack([sequential[i] for i in idx]))
+    with pytest.raises(VideoError, match="ends before frame 600"):
+        decode_frames(path, [400, 600])
