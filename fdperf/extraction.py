@@ -14,6 +14,7 @@ bytes as an uninterrupted one.
 from __future__ import annotations
 
 import collections
+import functools
 import os
 import queue
 import threading
@@ -188,6 +189,20 @@ class Backbone:
 
 # ---- decoding ---------------------------------------------------------------------------------
 
+# Instances of one untrimmed competition video are neighbours in key order: probe and read
+# each file once for all of them (two files held at most).
+@functools.lru_cache(maxsize=64)
+def _probe_cached(path: str, mtime_ns: int, size: int) -> tuple[str, int]:
+    return probe(path)
+
+
+@functools.lru_cache(maxsize=2)
+def _read_cached(path: str, mtime_ns: int, size: int) -> np.ndarray:
+    data = np.fromfile(path, dtype=np.uint8)
+    data.setflags(write=False)
+    return data
+
+
 @dataclass
 class _Prepared:
     rows: list[int]                  # rows whose clips follow
@@ -222,12 +237,13 @@ class _Preparer:
     def _video_plan(self, src: VideoFile):
         """(use DALI?, frame indices, file bytes or None) of one video, or a SourceError."""
         try:
-            codec, count = probe(src.path)
+            st = os.stat(src.path)
+            codec, count = _probe_cached(src.path, st.st_mtime_ns, st.st_size)
             idx = video_frame_indices(src, count)
-        except (VideoError, SourceError) as e:
+        except (VideoError, SourceError, OSError) as e:
             return SourceError(str(e))
         dali = self.device.type == "cuda" or codec in DALI_CPU_CODECS
-        return dali, idx, (np.fromfile(src.path, dtype=np.uint8) if dali else None)
+        return dali, idx, (_read_cached(src.path, st.st_mtime_ns, st.st_size) if dali else None)
 
     def submit(self, rows: list[int]):
         """Starts reading and decoding `rows`; returns a callable that finishes the batch."""
