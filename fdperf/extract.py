@@ -14,7 +14,7 @@ from .features import StoreError
 
 EPILOG = """\
 examples:
-  python -m fdperf.extract --annotations Annotations --frames-root FINADiving_frames \\
+  python -m fdperf.extract --annotations Annotations --frames-root frames \\
       --weights model_rgb.pth --out feats.h5
   python -m fdperf.extract --annotations A --frames-root F --out feats.h5 --random-init --device cpu
   python -m fdperf.extract --annotations A --videos-root videos --video-layout untrimmed --out feats.h5 ...
