@@ -112,3 +112,11 @@ def test_cli_help_documents_every_option(capsys):
         assert opt in text
     parser = train_cli.build_parser()
     assert all(a.help for a in parser._actions)
+
+
+def test_bf16_autocast_trains(tmp_path, tiny):
+    store, ann = tiny
+    res = train(store, ann, tmp_path / "amp", method="TSA", max_epoch=1, bs_train=4, voter_number=3,
+                device="cpu", amp=True, progress=False, log=lambda line: None)
+    assert res.history[0]["loss"] > 0 and res.step_mode == "eager"
+    assert -1.0 <= res.last["rho"] <= 1.0

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .. import ops
+from .decoder import native_dtype
 from .model import PairModel, choose_bounds
 from .psnet import PSNet
 from .regressor import Regressor
@@ -84,7 +85,7 @@ class SegmentRegression(PairModel):
                query=True, memory=True) -> dict:
         u, probs = self.psnet(features)
         bounds = choose_bounds(probs, gt_bounds, use_gt)
-        tokens = ops.segment_resample(u.transpose(1, 2), bounds, self.fix_size, tokens=True)
+        tokens = ops.segment_resample(native_dtype(u).transpose(1, 2), bounds, self.fix_size, tokens=True)
         return {"probs": probs, "bounds": bounds, "tokens": tokens}
 
     def step_deltas(self, qcache, ecache, q_index, e_index):

@@ -14,6 +14,13 @@ from torch import nn
 from .. import ops
 
 
+def native_dtype(x: torch.Tensor) -> torch.Tensor:
+    """fdperf's CPU kernels take float32/float64: under bf16 autocast on the CPU, hand them float32."""
+    if x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float16):
+        return x.float()
+    return x
+
+
 class CrossAttention(nn.Module):
     def __init__(self, dim: int, heads: int):
         super().__init__()
@@ -36,7 +43,8 @@ class CrossAttention(nn.Module):
         qh = self._heads(self.q_map(q))
         kh = self._heads(self.k_map(mem))
         vh = self._heads(self.v_map(mem))
-        out = ops.step_attention(qh, kh, vh, index=index, scale=self.scale)  # [N, H, S, T, D]
+        out = ops.step_attention(native_dtype(qh), native_dtype(kh), native_dtype(vh), index=index,
+                                 scale=self.scale)                                     # [N, H, S, T, D]
         return self.proj(out.permute(0, 2, 3, 1, 4).reshape(N, S, T, C))
 
 

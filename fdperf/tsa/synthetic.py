@@ -26,16 +26,18 @@ def _snippet_steps(t1: int, t2: int, snippets: int = 9) -> np.ndarray:
 
 
 def make_synthetic_features(out_dir, n_train: int = 96, n_test: int = 48, seed: int = 0,
-                            map_size: int = 1, dive_numbers: int = 4, noise: float = 0.3):
+                            map_size: int = 1, dive_numbers: int = 4, noise: float = 0.3,
+                            pattern_scale: float = 1.0):
     """Writes `features.h5` (fdperf store layout) and `Annotations/` (the six FineDiving files,
     readable by `fdperf.data.load_annotations`) into `out_dir`; returns (store path, Annotations).
 
     `map_size` is the spatial size of the feature maps (the real store has 4; 1 keeps CPU
-    tests fast). Train and test videos share the dive numbers.
+    tests fast). `pattern_scale` sets how visible the steps (hence the transitions) are. Train
+    and test videos share the dive numbers.
     """
     rng = np.random.default_rng(seed)
     n = n_train + n_test
-    patterns = rng.standard_normal((3, 1024)).astype(np.float32)
+    patterns = pattern_scale * rng.standard_normal((3, 1024)).astype(np.float32)
     v = np.ones(1024, np.float32)
     feats = np.empty((n, 9, 1024), np.float32)
     samples, keys = {}, []
