@@ -4,7 +4,7 @@ import argparse
 import pytest
 import torch
 
-from fdperf.backbone import (I3D, RANDOM_INIT, WeightsError, file_sha256, fuse_for_inference,
+from fdperf.backbone import (RANDOM_INIT, WeightsError, file_sha256, fuse_for_inference,
                              load_i3d, same_padding)
 
 # The documented layout: unit names and Mixed branch structure of model_rgb.pth.

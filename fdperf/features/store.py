@@ -25,6 +25,9 @@ import numpy as np
 import torch
 from h5py import h5d, h5p, h5s, h5t
 
+from ..data import key_from_str
+from ..data import key_to_str as _key_to_str
+
 FORMAT_VERSION = 1
 MAP_SIZE = 4
 CHANNELS = 1024
@@ -42,20 +45,8 @@ class StoreError(RuntimeError):
 
 
 def key_to_str(key: Key | str) -> str:
-    if isinstance(key, str):
-        return key
-    event, index = key
-    return f"{event}/{int(index)}"
-
-
-def key_from_str(text: str) -> Key:
-    event, sep, index = text.rpartition("/")
-    if not sep or not event:
-        raise ValueError(f"feature store key {text!r} is not of the form 'event/index'")
-    try:
-        return event, int(index)
-    except ValueError:
-        raise ValueError(f"feature store key {text!r}: index {index!r} is not an integer") from None
+    """(event, index) -> "event/index"; a string passes through."""
+    return key if isinstance(key, str) else _key_to_str(key)
 
 
 def _row_shapes(num_snippets: int, views: int) -> tuple[tuple[int, ...], tuple[int, ...]]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..data import key_from_str, key_to_str, sample_frame_indices
+from ..data import key_from_str, sample_frame_indices
 
 NUM_FRAMES = 96
 _NUMBERED = re.compile(r"^(\d+)$")
@@ -131,4 +131,4 @@ def discover_frame_keys(root: str) -> list[tuple[str, int]]:
 
 __all__ = ["FrameFolder", "VideoFile", "SourceError", "NUM_FRAMES", "folder_frame_indices",
            "frame_folder", "video_file", "video_frame_indices", "read_video_list", "read_keys_file",
-           "discover_frame_keys", "key_to_str"]
+           "discover_frame_keys"]
