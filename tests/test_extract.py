@@ -246,3 +246,18 @@ def test_wrong_weights_layout_is_a_clear_error(tree, tmp_path, capsys):
     assert "missing keys: conv3d_1a_7x7.conv3d.weight" in err
     assert "unexpected keys: layer1.0.conv1.weight" in err
     assert not out.exists()
+
+
+def test_bf16_autocast_and_parallel_readers(tree, tmp_path, reference_store):
+    # The GPU defaults' code paths on the CPU: bf16 autocast, two DALI pipelines, batches of one.
+    out = str(tmp_path / "bf16.h5")
+    with pytest.warns(UserWarning):
+        res = extract_features(out, KEYS[:2], Inputs(frames_root=tree), random_init=True,
+                               options=_options(precision="bf16", readers=2, batch_videos=1))
+    assert res.complete
+    got, attrs = _datasets(out)
+    ref, _ = _datasets(reference_store)
+    assert attrs["precision"] == "bf16"
+    a, b = got["features"], ref["features"][:2]
+    assert np.linalg.norm(a - b) / np.linalg.norm(b) < 0.05      # bf16 rounding, same features
+    assert not np.array_equal(a, b)

@@ -138,3 +138,15 @@ def test_deep_instances_seek_and_match_sequential_decoding(tmp_path):
     np.testing.assert_array_equal(decode_frames(path, idx), np.stack([sequential[i] for i in idx]))
     with pytest.raises(VideoError, match="ends before frame 600"):
         decode_frames(path, [400, 600])
+
+
+def test_parallel_decoders_keep_batch_order():
+    from fdperf.video import ParallelDecoder
+    pool = ParallelDecoder(lambda: JpegDecoder("cpu", max_frames=4), 2)
+    try:
+        batches = [[[_jpeg(16 + 8 * b, 24, b)]] for b in range(5)]   # frame height names the batch
+        futures = [pool.submit(b) for b in batches]
+        heights = [f.result()[0].shape[1] for f in futures]
+    finally:
+        pool.close()
+    assert heights == [16, 24, 32, 40, 48]
