@@ -62,14 +62,15 @@ def _type_id(name: str) -> int:
     raise KeyError(f"no FineDiving sub-action type named {name!r}")
 
 
+# Ordered so that a small set (which uses the first few kinds) still mixes groups and positions.
 CATALOGUE = (
-    DiveKind("103b", "forward", 1.5, "pike", 0, 1.6),
-    DiveKind("105b", "forward", 2.5, "pike", 0, 2.4),
     DiveKind("107c", "forward", 3.5, "tuck", 0, 3.0),
     DiveKind("205c", "back", 2.5, "tuck", 0, 2.8),
-    DiveKind("305c", "reverse", 2.5, "tuck", 0, 2.9),
     DiveKind("405b", "inward", 2.5, "pike", 0, 3.0),
     DiveKind("5253b", "back", 2.5, "pike", 1.5, 3.2),
+    DiveKind("105b", "forward", 2.5, "pike", 0, 2.4),
+    DiveKind("305c", "reverse", 2.5, "tuck", 0, 2.9),
+    DiveKind("103b", "forward", 1.5, "pike", 0, 1.6),
     DiveKind("5154b", "forward", 2.5, "pike", 2.0, 3.4),
 )
 

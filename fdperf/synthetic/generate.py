@@ -78,9 +78,12 @@ def plan_dive(kind: DiveKind, rng: np.random.Generator) -> DivePlan:
 
 
 def sample_dives(num_videos: int, seed: int = 0, kinds=CATALOGUE) -> list:
-    """The dives of a set: dive numbers balanced over `kinds`, each with its plan and judging."""
+    """The dives of a set, each with its plan and judging. Dive numbers are balanced over the
+    first `num_videos // 4` kinds (all of them from 32 dives on), so that every dive number has
+    at least four dives: enough for a test dive with training exemplars."""
     if num_videos < 1:
         raise ValueError(f"num_videos must be >= 1, got {num_videos}")
+    kinds = kinds[:max(1, min(len(kinds), num_videos // 4))]
     order = np.random.default_rng([seed, 1]).permutation(num_videos)
     dives = []
     for i in range(num_videos):

@@ -218,17 +218,17 @@ class DiveRenderer:
         hip_flex, knee_flex, arm = POSITIONS[self.kind.position]
         ramp_out = (tuck_end - 0.12, tuck_end) if share else (0.82, 1.0)
         env = min(_smooth(u / 0.12), 1.0 - _smooth((u - ramp_out[0]) / (ramp_out[1] - ramp_out[0])))
-        tight = 0.4 + 0.6 * q2
+        tight = 0.15 + 0.85 * q2
         jerk = (1.0 - q2) * 0.9
         prog = u + jerk * math.sin(6 * math.pi * u) / (6 * math.pi)
         theta = self.theta0 + (self.theta_end - self.theta0) * prog
-        flail = (1.0 - q2) * 70.0 * env * math.sin(5 * math.pi * u)
+        flail = (1.0 - q2) * 100.0 * env * math.sin(5 * math.pi * u)
         base_arm = arm * env + 180.0 * (1 - env)
         x = self.apex[0] + (self.entry_hip[0] - self.apex[0]) * u
         y = self.apex[1] + (self.entry_hip[1] - self.apex[1]) * u * u
         pose = Pose((x, y), theta, self.facing, hip_flex=hip_flex * tight * env,
                     knee_flex=knee_flex * tight * env, arms=(base_arm + flail, base_arm - flail),
-                    leg_split=50.0 * (1.0 - q2) * env)
+                    leg_split=90.0 * (1.0 - q2) * env)
         if share and u > tuck_end - 0.05:
             tw = _smooth((u - (tuck_end - 0.05)) / (share + 0.05))
             tau = math.radians(360.0 * self.kind.twists * tw)
