@@ -432,6 +432,8 @@ def extract_features(out: str | os.PathLike, keys: Sequence[Key], inputs: Inputs
             n = len(batch.rows) + len(batch.errors)
             if bar is not None:
                 bar.update(n)
+                # tqdm shows s/video below 1 video/s; state videos/s explicitly.
+                bar.set_postfix_str(f"{bar.n / max(bar.format_dict['elapsed'], 1e-9):.2f} videos/s")
             if on_progress is not None:
                 on_progress(n)
         result.complete = writer.finish(result.errors)
