@@ -51,3 +51,7 @@ def test_torchrun_two_processes(tmp_path):
     assert torch.equal(feats, ref_feats) and torch.equal(maps, ref_maps)
     assert not torch.equal(feats[0], feats[2])
 
+    os.rename(shards[1], shards[1] + ".moved")
+    with pytest.raises(FileNotFoundError, match="shard files that are missing"):
+        FeatureStore(out)
+

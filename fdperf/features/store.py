@@ -223,6 +223,13 @@ class FeatureStore:
         if not os.path.exists(self.path):
             raise FileNotFoundError(f"feature store {self.path} does not exist")
         with h5py.File(self.path, "r") as f:
+            # A sharded run's master file: virtual datasets read zeros for a missing shard.
+            shards = [_attr_value(x) for x in f.attrs.get("shards", [])]
+            lost = [s for s in shards
+                    if not os.path.isfile(os.path.join(os.path.dirname(os.path.abspath(self.path)), s))]
+            if lost:
+                raise FileNotFoundError(f"{self.path} joins shard files that are missing beside it: "
+                                        f"{lost}")
             missing = [d for d in ("keys", "features", "done") if d not in f]
             if missing:
                 raise ValueError(f"{self.path} is not a feature store: no dataset(s) {missing}")
