@@ -33,8 +33,8 @@ from .data import key_to_str
 from .features.store import FeatureStoreWriter
 from .video import (DALI_CPU_CODECS, DaliVideoDecoder, DecodeError, FrameFolder, JpegDecoder,
                     ParallelDecoder, SourceError, VideoError, VideoFile, decode_frames,
-                    gather_normalize, plan_for, probe, snippet_starts, to_snippets,
-                    video_frame_indices)
+                    frame_folder, gather_normalize, plan_for, probe, snippet_starts, to_snippets,
+                    video_file, video_frame_indices)
 from .version import __version__
 
 Key = tuple[str, int]
@@ -84,7 +84,6 @@ class Inputs:
             raise ValueError("give exactly one input: a frames root, a videos root or a video list")
 
     def resolve(self, key: Key) -> FrameFolder | VideoFile:
-        from .video import frame_folder, video_file
         if self.frames_root is not None:
             return frame_folder(self.frames_root, key)
         if self.video_list is not None:
