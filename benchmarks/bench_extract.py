@@ -147,3 +147,75 @@ def test_stage_i3d(benchmark, fused):
         with torch.inference_mode():
             model(x)
     benchmark.pedantic(run, rounds=ROUNDS, iterations=1, warmup_rounds=1)
+
+
+# ---- GPU (run where a GPU is present; figures go to benchmarks/RESULTS.md with the card) -------
+
+needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+GPU_VIDEOS = int(os.environ.get("FDPERF_BENCH_GPU_VIDEOS", "256"))
+
+
+@pytest.fixture(scope="module")
+def gpu_frames_root(frames_root, tmp_path_factory):
+    """GPU_VIDEOS keys whose folders link to the generated 455x256 folders (decode work is real)."""
+    root = tmp_path_factory.mktemp("gpu_frames")
+    for i in range(GPU_VIDEOS):
+        ev, ix = KEYS[i % len(KEYS)]
+        (root / "01").mkdir(exist_ok=True)
+        os.symlink(os.path.join(frames_root, ev, str(ix)), root / "01" / str(i + 1))
+    return str(root)
+
+
+@needs_gpu
+@pytest.mark.benchmark(group="extract-gpu")
+def test_gpu_e2e_jpeg_folders(benchmark, gpu_frames_root, tmp_path):
+    """Goal: >= 200 videos/s (96 frames of 455x256 per video) on an H100/H200."""
+    warnings.simplefilter("ignore", UserWarning)
+    keys = [("01", i + 1) for i in range(GPU_VIDEOS)]
+    opts = ExtractOptions(device="cuda", progress=False, overwrite=True)
+    res = {}
+
+    def run():
+        res["r"] = extract_features(str(tmp_path / "g.h5"), keys, Inputs(frames_root=gpu_frames_root),
+                                    random_init=True, options=opts)
+    benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
+    benchmark.extra_info.update(videos=GPU_VIDEOS, device=torch.cuda.get_device_name(),
+                                videos_per_s=GPU_VIDEOS / benchmark.stats.stats.median)
+    assert res["r"].complete
+
+
+@needs_gpu
+@pytest.mark.parametrize("readers", [1, 4])
+@pytest.mark.benchmark(group="extract-gpu-video")
+def test_gpu_h264_720p_parallel_readers(benchmark, tmp_path, readers):
+    """Goal: >= 4,000 frames/s of 720p H.264 with parallel readers (one NVDEC session each)."""
+    import av
+    from fdperf.video import DaliVideoDecoder, ParallelDecoder
+    path = str(tmp_path / "720p.mp4")
+    n = 240
+    with av.open(path, "w") as c:
+        s = c.add_stream("libx264", rate=30)
+        s.width, s.height, s.pix_fmt = 1280, 720, "yuv420p"
+        g = np.random.default_rng(0)
+        base = g.integers(0, 255, (720, 1280, 3), dtype=np.uint8)
+        for i in range(n):
+            for pkt in s.encode(av.VideoFrame.from_ndarray(np.roll(base, 4 * i, axis=1), format="rgb24")):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    data = np.fromfile(path, dtype=np.uint8)
+    idx = np.arange(n, dtype=np.int32)
+    pool = ParallelDecoder(lambda: DaliVideoDecoder("cuda", max_videos=1), readers)
+    clips = 4 * readers
+
+    def run():
+        futures = [pool.submit([(data, idx)]) for _ in range(clips)]
+        for f in futures:
+            f.result()
+        torch.cuda.synchronize()
+    try:
+        benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
+    finally:
+        pool.close()
+    benchmark.extra_info.update(readers=readers, device=torch.cuda.get_device_name(),
+                                frames_per_s=clips * n / benchmark.stats.stats.median)
