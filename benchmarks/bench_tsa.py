@@ -283,7 +283,7 @@ def test_epoch_reference(benchmark, epoch_videos):
             ref.train_step(opt, v.features[q], v.maps[q], v.features[e], v.maps[e], v.scores[q],
                            v.scores[e], v.bounds[q], v.bounds[e])
         sync()
-    benchmark.pedantic(run, rounds=max(1, ROUNDS // 2), iterations=1, warmup_rounds=0)
+    benchmark.pedantic(run, rounds=ROUNDS, iterations=1, warmup_rounds=0)
 
 
 # ---- voting ------------------------------------------------------------------------------------

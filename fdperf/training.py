@@ -64,7 +64,8 @@ def add_config_options(parser, keys):
         typ, default, text = CONFIG_OPTIONS[key]
         names = [f"--{key}"] + ([f"--{key.replace('_', '-')}"] if "_" in key else [])
         parser.add_argument(*names, dest=key, default=None,
-                            type=str2bool if typ == "bool" else typ, metavar="BOOL" if typ == "bool" else None,
+                            type=str2bool if typ == "bool" else typ,
+                            metavar="BOOL" if typ == "bool" else None,
                             help=f"{text} (default {default})")
 
 

@@ -117,7 +117,8 @@ def vote(model: PairModel, queries: VideoSet, exemplars: VideoSet, rows: torch.T
     if transitions not in TRANSITIONS:
         raise ValueError(f"transitions must be one of {TRANSITIONS}, got {transitions!r}")
     if rows.shape != valid.shape or rows.dim() != 2:
-        raise ValueError(f"rows and valid must both be [Nq, M], got {tuple(rows.shape)} and {tuple(valid.shape)}")
+        raise ValueError(f"rows and valid must both be [Nq, M], got {tuple(rows.shape)} and "
+                         f"{tuple(valid.shape)}")
     if not bool(valid.any(1).all()):
         raise ValueError("every query needs at least one valid exemplar")
     device = queries.features.device

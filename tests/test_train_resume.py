@@ -36,8 +36,10 @@ action_number_choosing: True
 
 @pytest.fixture
 def tiny(tmp_path):
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
-    return make_synthetic_features(tmp_path / "data", n_train=16, n_test=8, seed=3)
+    yield make_synthetic_features(tmp_path / "data", n_train=16, n_test=8, seed=3)
+    torch.set_num_threads(before)
 
 
 class Interrupt(Exception):

@@ -102,6 +102,6 @@ def test_corrupt_truncated_and_unsafe_files_fail_clearly(tmp_path):
     with pytest.raises(CheckpointError, match="do not fit"):
         load_model(tmp_path / "partial.pt")
     with open(tmp_path / "list.pt", "wb") as f:
-        pickle.dump([1, 2], f)
+        pickle.dump([1, 2], f, protocol=2)
     with pytest.raises(CheckpointError):
         load_model(tmp_path / "list.pt")

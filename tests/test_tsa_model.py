@@ -238,7 +238,8 @@ def test_more_transitions():
     assert model.step_deltas(cache, cache, torch.arange(2), torch.tensor([1, 0])).shape == (2, 4)
 
 
-@pytest.mark.parametrize("method,steps", [("F+R", 1), ("F+R*", 1), ("F+R#", 1), ("F+S+R", 3), ("TSA-oracle", 3)])
+@pytest.mark.parametrize("method,steps", [("F+R", 1), ("F+R*", 1), ("F+R#", 1), ("F+S+R", 3),
+                                          ("TSA-oracle", 3)])
 def test_baselines_score_pairs(method, steps):
     torch.manual_seed(0)
     model = build_model(method, **({"num_dive_numbers": 3} if method == "F+R#" else {}))

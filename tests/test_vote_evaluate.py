@@ -17,9 +17,16 @@ from fdperf.vote import evaluate
 DOC = Path(__file__).resolve().parents[1] / "docs" / "sections" / "tsa.md"
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("vote")
     store, ann = make_synthetic_features(root / "data", n_train=16, n_test=8, seed=7, map_size=2)
     torch.manual_seed(0)

@@ -115,11 +115,13 @@ class TSA(PairModel):
         bounds = choose_bounds(probs, gt_bounds, use_gt)
         cache = {"probs": probs, "bounds": bounds}
         if query:  # the query's 5 tokens per step, from the 1-D features
-            cache["tokens"] = ops.segment_resample(native_dtype(u).transpose(1, 2), bounds, self.fix_size, tokens=True)
+            cache["tokens"] = ops.segment_resample(native_dtype(u).transpose(1, 2), bounds,
+                                                   self.fix_size, tokens=True)
         if memory:  # the exemplar's 5*H*W tokens per step, from the feature maps
             if maps is None:
                 raise ValueError("TSA needs feature maps for exemplars (the store's feature_maps)")
-            cache["memory"] = ops.segment_resample(native_dtype(self.map_units(maps)), bounds, self.fix_size, tokens=True)
+            cache["memory"] = ops.segment_resample(native_dtype(self.map_units(maps)), bounds,
+                                                   self.fix_size, tokens=True)
         return cache
 
     def step_deltas(self, qcache, ecache, q_index, e_index):

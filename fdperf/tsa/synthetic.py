@@ -57,7 +57,8 @@ def make_synthetic_features(out_dir, n_train: int = 96, n_test: int = 48, seed: 
                               frame_labels=labels, transit_frames=np.array([t1, t2], np.int64),
                               sub_action_names={t: str(t) for t in STEP_TYPES})
         keys.append(key)
-    maps = feats[..., None, None] + noise * rng.standard_normal((n, 9, 1024, map_size, map_size)).astype(np.float32)
+    maps = feats[..., None, None] + noise * rng.standard_normal(
+        (n, 9, 1024, map_size, map_size)).astype(np.float32)
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, "features.h5")
     with h5py.File(path, "w") as f:
