@@ -47,12 +47,12 @@ def _segment_resample_fake(x, bounds, points, tokens=False):
     torch._check(bounds.dtype == torch.long, lambda: "segment_resample: bounds must be int64")
     torch._check(points >= 1, lambda: "segment_resample: points must be at least 1")
     shape = _resample_shape(x.shape, bounds.shape[1], points, tokens)
-    return x.new_empty(shape, memory_format=torch.contiguous_format)
+    return x.new_empty(shape)
 
 
 @torch.library.register_fake("fdperf::segment_resample_backward")
 def _segment_resample_backward_fake(grad, bounds, points, tokens, x_size):
-    return grad.new_empty(x_size, memory_format=torch.contiguous_format)
+    return grad.new_empty(x_size)
 
 
 def _segment_resample_setup(ctx, inputs, output):
@@ -92,15 +92,14 @@ def _step_attention_fake(q, k, v, index, scale):
     torch._check(q.dim() == 5, lambda: "step_attention: q must be [N, H, S, Lq, D]")
     torch._check(k.dim() == 5, lambda: "step_attention: k must be [E, H, S, Lk, D]")
     lse_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
-    out = q.new_empty(q.shape, memory_format=torch.contiguous_format)
+    out = q.new_empty(q.shape)
     return out, q.new_empty(q.shape[:4], dtype=lse_dtype)
 
 
 @torch.library.register_fake("fdperf::step_attention_backward")
 def _step_attention_backward_fake(grad_out, q, k, v, index, out, lse, scale):
-    fmt = torch.contiguous_format
-    return (q.new_empty(q.shape, memory_format=fmt), k.new_empty(k.shape, memory_format=fmt),
-            v.new_empty(v.shape, memory_format=fmt))
+    return (q.new_empty(q.shape), k.new_empty(k.shape),
+            v.new_empty(v.shape))
 
 
 def _step_attention_setup(ctx, inputs, output):

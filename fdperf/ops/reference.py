@@ -58,3 +58,27 @@ def step_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         k, v = k[index], v[index]
     attn = torch.softmax((q @ k.transpose(-1, -2)) * scale, dim=-1)
     return attn @ v
+
+
+def segment_resample_batched(x: torch.Tensor, bounds: torch.Tensor, points: int) -> torch.Tensor:
+    """The same result as segment_resample_reference in a few batched torch ops (no Python
+    loop, no host sync): the source frames and weights of every output sample are computed
+    from `bounds` on the device, then two gathers and a lerp. A benchmark baseline.
+    """
+    B, C, T = x.shape[:3]
+    spatial = x.shape[3:]
+    a = torch.cat([bounds.new_zeros(B, 1), bounds], 1)  # segment starts [B, L+1]
+    e = torch.cat([bounds, bounds.new_full((B, 1), T)], 1)  # segment ends
+    last = (e - a - 1).unsqueeze(-1)  # [B, L+1, 1]
+    p = torch.arange(points, device=x.device, dtype=x.dtype)
+    scale = last.to(x.dtype) / (points - 1) if points > 1 else torch.zeros_like(last, dtype=x.dtype)
+    src = scale * p  # [B, L+1, P]
+    i0 = torch.minimum(src.long(), last)
+    w1 = (src - i0.to(x.dtype)).clamp(0, 1)
+    i1 = torch.minimum(i0 + 1, last)
+    start = a.unsqueeze(-1)
+    view = (B, 1, -1) + (1,) * len(spatial)
+    expand = (B, C, -1) + tuple(spatial)
+    t0 = (start + i0).reshape(view).expand(expand)
+    t1 = (start + i1).reshape(view).expand(expand)
+    return torch.lerp(x.gather(2, t0), x.gather(2, t1), w1.reshape(view))

@@ -2,6 +2,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -13,11 +14,14 @@
 namespace fdperf {
 namespace {
 
+#define FD_INLINE_EXP inline __attribute__((always_inline))
+
 // exp for float that the compiler vectorises (std::exp does not without -ffast-math):
 // exp(x) = 2^k exp(r), k = round(x / ln 2), |r| <= ln(2)/2, exp(r) by its degree-6 Taylor
-// polynomial (relative error about 2e-7). Inputs are scores minus their row maximum (<= 0).
-inline float exp_vec(float x) {
-  x = x < -87.0f ? -87.0f : x;  // below that the true value underflows; 1.6e-38 is as good as 0
+// polynomial (relative error about 2e-7). Inputs are scores minus their row maximum (<= 0);
+// the exponent is clamped on the integer side (a float clamp becomes a branch that blocks
+// vectorisation), so inputs below -87 give about 1e-38 instead of underflowing to 0.
+FD_INLINE_EXP float exp_vec(float x) {
   const float t = x * 1.44269504088896341f;
   const float k = (t + 12582912.0f) - 12582912.0f;  // round to nearest (1.5 * 2^23 trick)
   const float r = (x - k * 0.693145751953125f) - k * 1.428606765330187e-06f;
@@ -28,195 +32,295 @@ inline float exp_vec(float x) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(k) + 127) << 23;
+  int32_t ki = static_cast<int32_t>(k);
+  ki = ki < -126 ? -126 : ki;
+  const int32_t bits = (ki + 127) << 23;
   float two_k;
   std::memcpy(&two_k, &bits, sizeof(two_k));
   return p * two_k;
 }
-inline double exp_vec(double x) { return std::exp(x); }
+FD_INLINE_EXP double exp_vec(double x) { return std::exp(x); }
+
+// The float kernels are compiled twice: for the baseline ISA and, on x86-64, for AVX2+FMA
+// (picked at run time), because the loops below are written to be auto-vectorised and gain
+// 2x from 8-wide vectors. The compute is in always-inline functions so that each entry point
+// gets its own code generation.
+#define FD_INLINE inline __attribute__((always_inline))
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define FD_HAVE_AVX2 1
+#define FD_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#else
+#define FD_HAVE_AVX2 0
+#endif
+
+// Keys are processed in blocks of kLanes (two AVX2 vectors) held in registers.
+constexpr int64_t kLanes = 16;
+inline int64_t round_up(int64_t x) { return (x + kLanes - 1) / kLanes * kLanes; }
+
+template <typename scalar_t>
+using acc_of = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
 
 // Strided view of one 5-d tensor: element (a, h, s, l, d).
 template <typename T>
 struct Strided5 {
-  T* p;
-  int64_t s0, s1, s2, s3, s4;
+  T* p = nullptr;
+  int64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0;
+  Strided5() = default;
   explicit Strided5(const at::Tensor& t)
-      : p(static_cast<T*>(t.data_ptr())), s0(t.stride(0)), s1(t.stride(1)), s2(t.stride(2)), s3(t.stride(3)),
-        s4(t.stride(4)) {}
+      : p(static_cast<T*>(t.data_ptr())), s0(t.stride(0)), s1(t.stride(1)), s2(t.stride(2)),
+        s3(t.stride(3)), s4(t.stride(4)) {}
   T* tile(int64_t a, int64_t h, int64_t s) const { return p + a * s0 + h * s1 + s * s2; }
 };
 
-// Per-thread scratch: the k/v tile of one (row, head, step) kept in L1 in the two layouts
-// the loops need (keys along the vector lanes for scores, D along the lanes for outputs).
-template <typename acc_t>
-struct Scratch {
-  std::vector<acc_t> k, kT, vT, v, q, go, o, row, row2, acc, dk, dv;
-  Scratch(int64_t Lq, int64_t Lk, int64_t D)
-      : k(Lk * D), kT(D * Lk), vT(D * Lk), v(Lk * D), q(Lq * D), go(Lq * D), o(Lq * D), row(Lk),
-        row2(Lk), acc(D), dk(Lk * D), dv(Lk * D) {}
+// Everything a task needs; built once per call.
+template <typename scalar_t>
+struct AttnArgs {
+  using acc_t = acc_of<scalar_t>;
+  Strided5<const scalar_t> q, k, v, go, o;
+  const int64_t* index = nullptr;  // forward: k/v row of each query (nullptr: identity)
+  const int64_t* order = nullptr;  // backward: queries grouped by k/v row ...
+  const int64_t* start = nullptr;  // ... row e owns order[start[e] .. start[e+1])
+  scalar_t* out = nullptr;         // forward outputs (contiguous)
+  acc_t* lse = nullptr;
+  const acc_t* lse_in = nullptr;   // backward inputs/outputs (contiguous)
+  scalar_t *dq = nullptr, *dk = nullptr, *dv = nullptr;
+  int64_t H = 0, S = 0, Lq = 0, Lk = 0, D = 0;
+  acc_t scale = 0;
 };
 
+// Per-thread scratch: one (row, head, step) k/v tile in the layouts the loops need, with the
+// key axis padded to a multiple of kLanes (pad keys are zero).
+template <typename acc_t>
+struct Scratch {
+  std::vector<acc_t> k, kT, vT, v, row, row2, acc, dk, dv;
+  Scratch(int64_t Lk, int64_t D)
+      : k(Lk * D), kT(D * round_up(Lk), 0), vT(D * round_up(Lk), 0), v(Lk * D),
+        row(round_up(Lk)), row2(round_up(Lk)), acc(D), dk(Lk * D), dv(Lk * D) {}
+};
+
+// dst[d][j] = src[j][d] for j < rows (dst rows have length ld; the pad stays zero).
 template <typename scalar_t, typename acc_t>
-inline void load_tile(const scalar_t* src, int64_t s_row, int64_t s_col, int64_t rows,
-                      int64_t cols, acc_t* dst, acc_t* dstT) {
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) {
-      const acc_t val = static_cast<acc_t>(src[r * s_row + c * s_col]);
-      if (dst) dst[r * cols + c] = val;
-      if (dstT) dstT[c * rows + r] = val;
-    }
+FD_INLINE void load_transposed(const scalar_t* src, int64_t s_row, int64_t s_col, int64_t rows,
+                               int64_t D, int64_t ld, acc_t* dst) {
+  for (int64_t d = 0; d < D; ++d)
+    for (int64_t j = 0; j < rows; ++j) dst[d * ld + j] = static_cast<acc_t>(src[j * s_row + d * s_col]);
 }
 
-// row[j] = scale * sum_d qi[d] * kT[d][j]: vectorised over the keys j.
+template <typename scalar_t, typename acc_t>
+FD_INLINE void load_rows(const scalar_t* src, int64_t s_row, int64_t s_col, int64_t rows,
+                         int64_t D, acc_t* dst) {
+  for (int64_t j = 0; j < rows; ++j)
+    for (int64_t d = 0; d < D; ++d) dst[j * D + d] = static_cast<acc_t>(src[j * s_row + d * s_col]);
+}
+
+// row[j] = sum_d a[d] * bT[d][j] over whole blocks of kLanes keys, accumulated in registers.
 template <int DC, typename acc_t>
-inline void scores(const acc_t* qi, const acc_t* kT, acc_t scale, int64_t Lk, int64_t Drt,
-                   acc_t* row) {
+FD_INLINE void block_dots(const acc_t* a, const acc_t* bT, int64_t ld, int64_t Drt, acc_t* row) {
   const int64_t D = DC > 0 ? DC : Drt;
-  for (int64_t j = 0; j < Lk; ++j) row[j] = 0;
-  for (int64_t d = 0; d < D; ++d) {
-    const acc_t qd = qi[d] * scale;
-    const acc_t* kd = kT + d * Lk;
-    for (int64_t j = 0; j < Lk; ++j) row[j] += qd * kd[j];
+  for (int64_t j0 = 0; j0 < ld; j0 += kLanes) {
+    acc_t s[kLanes] = {};
+    for (int64_t d = 0; d < D; ++d) {
+      const acc_t ad = a[d];
+      const acc_t* b = bT + d * ld + j0;
+      for (int64_t l = 0; l < kLanes; ++l) s[l] += ad * b[l];
+    }
+    for (int64_t l = 0; l < kLanes; ++l) row[j0 + l] = s[l];
   }
 }
 
+template <typename acc_t>
+FD_INLINE acc_t block_max(const acc_t* row, int64_t ld) {
+  acc_t m[kLanes];
+  for (int64_t l = 0; l < kLanes; ++l) m[l] = row[l];
+  for (int64_t j0 = kLanes; j0 < ld; j0 += kLanes)
+    for (int64_t l = 0; l < kLanes; ++l) m[l] = m[l] > row[j0 + l] ? m[l] : row[j0 + l];
+  acc_t r = m[0];
+  for (int64_t l = 1; l < kLanes; ++l) r = m[l] > r ? m[l] : r;
+  return r;
+}
+
+template <typename acc_t>
+FD_INLINE acc_t block_sum(const acc_t* row, int64_t ld) {
+  acc_t s[kLanes] = {};
+  for (int64_t j0 = 0; j0 < ld; j0 += kLanes)
+    for (int64_t l = 0; l < kLanes; ++l) s[l] += row[j0 + l];
+  acc_t r = 0;
+  for (int64_t l = 0; l < kLanes; ++l) r += s[l];
+  return r;
+}
+
 template <int DC, typename scalar_t>
-void forward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                  const int64_t* index, at::Tensor& out, at::Tensor& lse, double scale_d) {
-  using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
-  const int64_t N = q.size(0), H = q.size(1), S = q.size(2), Lq = q.size(3), D = q.size(4),
-                Lk = k.size(3);
-  const acc_t scale = static_cast<acc_t>(scale_d);
-  const Strided5<const scalar_t> Q(q), K(k), V(v);
-  scalar_t* op = out.data_ptr<scalar_t>();  // contiguous
-  acc_t* lp = lse.data_ptr<acc_t>();        // contiguous
-  const int64_t work = Lq * Lk * D + 2 * Lk * D;
-  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, work));
+FD_INLINE void forward_tasks(const AttnArgs<scalar_t>& a, int64_t begin, int64_t end) {
+  using acc_t = acc_of<scalar_t>;
+  const int64_t D = DC > 0 ? DC : a.D, Lk = a.Lk, ld = round_up(Lk), Lq = a.Lq;
+  Scratch<acc_t> w(Lk, D);
+  acc_t qbuf[DC > 0 ? DC : 1], accbuf[DC > 0 ? DC : 1], acc2buf[DC > 0 ? DC : 1];
+  std::vector<acc_t> vecs(DC > 0 ? 0 : 3 * D);
+  acc_t* qs = DC > 0 ? qbuf : vecs.data();
+  acc_t* acc = DC > 0 ? accbuf : vecs.data() + D;
+  acc_t* acc2 = DC > 0 ? acc2buf : vecs.data() + 2 * D;
+  acc_t* row = w.row.data();
   // One task per (n, h, s): the k/v tile is loaded once and serves all Lq queries.
-  at::parallel_for(0, N * H * S, grain, [&](int64_t begin, int64_t end) {
-    Scratch<acc_t> w(Lq, Lk, D);
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t n = t / (H * S), h = (t / S) % H, s = t % S;
-      const int64_t e = index ? index[n] : n;
-      load_tile(K.tile(e, h, s), K.s3, K.s4, Lk, D, static_cast<acc_t*>(nullptr), w.kT.data());
-      load_tile(V.tile(e, h, s), V.s3, V.s4, Lk, D, w.v.data(), static_cast<acc_t*>(nullptr));
-      load_tile(Q.tile(n, h, s), Q.s3, Q.s4, Lq, D, w.q.data(), static_cast<acc_t*>(nullptr));
-      for (int64_t i = 0; i < Lq; ++i) {
-        acc_t* row = w.row.data();
-        scores<DC>(w.q.data() + i * D, w.kT.data(), scale, Lk, D, row);
-        acc_t m = row[0];
-        for (int64_t j = 1; j < Lk; ++j) m = row[j] > m ? row[j] : m;
-        for (int64_t j = 0; j < Lk; ++j) row[j] = exp_vec(row[j] - m);
-        acc_t sum = 0;
-        for (int64_t j = 0; j < Lk; ++j) sum += row[j];
-        acc_t* acc = w.acc.data();
-        const int64_t Dn = DC > 0 ? DC : D;
-        for (int64_t d = 0; d < Dn; ++d) acc[d] = 0;
-        for (int64_t j = 0; j < Lk; ++j) {
-          const acc_t pj = row[j];
-          const acc_t* vj = w.v.data() + j * Dn;
-          for (int64_t d = 0; d < Dn; ++d) acc[d] += pj * vj[d];
-        }
-        const acc_t inv = acc_t(1) / sum;
-        scalar_t* o = op + (t * Lq + i) * D;
-        for (int64_t d = 0; d < Dn; ++d) o[d] = static_cast<scalar_t>(acc[d] * inv);
-        lp[t * Lq + i] = m + std::log(sum);
-      }
+  for (int64_t t = begin; t < end; ++t) {
+    const int64_t n = t / (a.H * a.S), h = (t / a.S) % a.H, s = t % a.S;
+    const int64_t e = a.index ? a.index[n] : n;
+    load_transposed(a.k.tile(e, h, s), a.k.s3, a.k.s4, Lk, D, ld, w.kT.data());
+    const acc_t* vr;
+    int64_t vs;
+    if (std::is_same_v<scalar_t, acc_t> && a.v.s4 == 1) {  // read v rows in place
+      vr = reinterpret_cast<const acc_t*>(a.v.tile(e, h, s));
+      vs = a.v.s3;
+    } else {
+      load_rows(a.v.tile(e, h, s), a.v.s3, a.v.s4, Lk, D, w.v.data());
+      vr = w.v.data();
+      vs = D;
     }
-  });
+    const scalar_t* qt = a.q.tile(n, h, s);
+    for (int64_t i = 0; i < Lq; ++i) {
+      for (int64_t d = 0; d < D; ++d)
+        qs[d] = static_cast<acc_t>(qt[i * a.q.s3 + d * a.q.s4]) * a.scale;
+      block_dots<DC>(qs, w.kT.data(), ld, D, row);
+      for (int64_t j = Lk; j < ld; ++j) row[j] = row[0];  // pad: never above the true max
+      const acc_t m = block_max(row, ld);
+      for (int64_t j = 0; j < ld; ++j) row[j] = exp_vec(row[j] - m);
+      for (int64_t j = Lk; j < ld; ++j) row[j] = 0;
+      const acc_t sum = block_sum(row, ld);
+      // acc = sum_j p_j v_j with two independent chains (the FMA latency, not the throughput,
+      // bounds a single chain at D = 8).
+      for (int64_t d = 0; d < D; ++d) acc[d] = 0;
+      for (int64_t d = 0; d < D; ++d) acc2[d] = 0;
+      int64_t j = 0;
+      for (; j + 1 < Lk; j += 2) {
+        const acc_t p0 = row[j], p1 = row[j + 1];
+        const acc_t* v0 = vr + j * vs;
+        const acc_t* v1 = v0 + vs;
+        for (int64_t d = 0; d < D; ++d) acc[d] += p0 * v0[d];
+        for (int64_t d = 0; d < D; ++d) acc2[d] += p1 * v1[d];
+      }
+      if (j < Lk)
+        for (int64_t d = 0; d < D; ++d) acc[d] += row[j] * vr[j * vs + d];
+      for (int64_t d = 0; d < D; ++d) acc[d] += acc2[d];
+      const acc_t inv = acc_t(1) / sum;
+      scalar_t* o = a.out + (t * Lq + i) * D;
+      for (int64_t d = 0; d < D; ++d) o[d] = static_cast<scalar_t>(acc[d] * inv);
+      a.lse[t * Lq + i] = m + std::log(sum);
+    }
+  }
 }
 
 template <int DC, typename scalar_t>
-void backward_impl(const at::Tensor& go_t, const at::Tensor& q, const at::Tensor& k,
-                   const at::Tensor& v, const int64_t* index, const at::Tensor& out_t,
-                   const at::Tensor& lse_t, double scale_d, at::Tensor& dq, at::Tensor& dk,
-                   at::Tensor& dv) {
-  using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
-  const int64_t N = q.size(0), H = q.size(1), S = q.size(2), Lq = q.size(3), D = q.size(4),
-                E = k.size(0), Lk = k.size(3);
-  const int64_t Dn = DC > 0 ? DC : D;
-  const acc_t scale = static_cast<acc_t>(scale_d);
-  const Strided5<const scalar_t> Q(q), K(k), V(v), GO(go_t), O(out_t);
-  const auto lse_a = lse_t.accessor<acc_t, 4>();
-  scalar_t* dqp = dq.data_ptr<scalar_t>();
-  scalar_t* dkp = dk.data_ptr<scalar_t>();
-  scalar_t* dvp = dv.data_ptr<scalar_t>();
-  // Queries grouped by the k/v row they use (a counting sort), so one task owns a k/v row
-  // and sums its gradient without atomics; each query belongs to exactly one task, so dq is
-  // written by one task too.
-  std::vector<int64_t> start(E + 1, 0), order(N);
-  for (int64_t n = 0; n < N; ++n) ++start[(index ? index[n] : n) + 1];
-  for (int64_t e = 0; e < E; ++e) start[e + 1] += start[e];
-  {
-    std::vector<int64_t> fill(start.begin(), start.end() - 1);
-    for (int64_t n = 0; n < N; ++n) order[fill[index ? index[n] : n]++] = n;
-  }
-  const int64_t work = std::max<int64_t>(1, (N / std::max<int64_t>(1, E)) * Lq * Lk * D * 3);
-  const int64_t grain = std::max<int64_t>(1, 32768 / work);
-  at::parallel_for(0, E * H * S, grain, [&](int64_t begin, int64_t end) {
-    Scratch<acc_t> w(Lq, Lk, D);
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t e = t / (H * S), h = (t / S) % H, s = t % S;
-      scalar_t* dko = dkp + t * Lk * D;
-      scalar_t* dvo = dvp + t * Lk * D;
-      if (start[e] == start[e + 1]) {  // unused row: zero gradient
-        for (int64_t x = 0; x < Lk * D; ++x) dko[x] = dvo[x] = scalar_t(0);
-        continue;
-      }
-      load_tile(K.tile(e, h, s), K.s3, K.s4, Lk, D, w.k.data(), w.kT.data());
-      load_tile(V.tile(e, h, s), V.s3, V.s4, Lk, D, static_cast<acc_t*>(nullptr), w.vT.data());
-      std::fill(w.dk.begin(), w.dk.end(), acc_t(0));
-      std::fill(w.dv.begin(), w.dv.end(), acc_t(0));
-      for (int64_t u = start[e]; u < start[e + 1]; ++u) {
-        const int64_t n = order[u];
-        load_tile(Q.tile(n, h, s), Q.s3, Q.s4, Lq, D, w.q.data(), static_cast<acc_t*>(nullptr));
-        load_tile(GO.tile(n, h, s), GO.s3, GO.s4, Lq, D, w.go.data(),
-                  static_cast<acc_t*>(nullptr));
-        load_tile(O.tile(n, h, s), O.s3, O.s4, Lq, D, w.o.data(), static_cast<acc_t*>(nullptr));
-        for (int64_t i = 0; i < Lq; ++i) {
-          const acc_t* qi = w.q.data() + i * Dn;
-          const acc_t* goi = w.go.data() + i * Dn;
-          const acc_t* oi = w.o.data() + i * Dn;
-          acc_t* p = w.row.data();
-          acc_t* ds = w.row2.data();
-          // p = softmax row recomputed from the saved log-sum-exp.
-          scores<DC>(qi, w.kT.data(), scale, Lk, D, p);
-          const acc_t l = lse_a[n][h][s][i];
-          for (int64_t j = 0; j < Lk; ++j) p[j] = exp_vec(p[j] - l);
-          // ds = p * (dO_i . v_j - dO_i . o_i)
-          acc_t delta = 0;
-          for (int64_t d = 0; d < Dn; ++d) delta += goi[d] * oi[d];
-          for (int64_t j = 0; j < Lk; ++j) ds[j] = -delta;
-          for (int64_t d = 0; d < Dn; ++d) {
-            const acc_t g = goi[d];
-            const acc_t* vd = w.vT.data() + d * Lk;
-            for (int64_t j = 0; j < Lk; ++j) ds[j] += g * vd[j];
-          }
-          for (int64_t j = 0; j < Lk; ++j) ds[j] *= p[j] * scale;
-          // dv_j += p_j dO_i ; dk_j += ds_j q_i ; dq_i = sum_j ds_j k_j
-          acc_t* acc = w.acc.data();
-          for (int64_t d = 0; d < Dn; ++d) acc[d] = 0;
-          for (int64_t j = 0; j < Lk; ++j) {
-            const acc_t pj = p[j], dsj = ds[j];
-            acc_t* dvj = w.dv.data() + j * Dn;
-            acc_t* dkj = w.dk.data() + j * Dn;
-            const acc_t* kj = w.k.data() + j * Dn;
-            for (int64_t d = 0; d < Dn; ++d) {
-              dvj[d] += pj * goi[d];
-              dkj[d] += dsj * qi[d];
-              acc[d] += dsj * kj[d];
-            }
-          }
-          scalar_t* dqo = dqp + ((n * H + h) * S + s) * Lq * D + i * D;
-          for (int64_t d = 0; d < Dn; ++d) dqo[d] = static_cast<scalar_t>(acc[d]);
+FD_INLINE void backward_tasks(const AttnArgs<scalar_t>& a, int64_t begin, int64_t end) {
+  using acc_t = acc_of<scalar_t>;
+  const int64_t D = DC > 0 ? DC : a.D, Lk = a.Lk, ld = round_up(Lk), Lq = a.Lq;
+  Scratch<acc_t> w(Lk, D);
+  std::vector<acc_t> vecs(DC > 0 ? 0 : 4 * D);
+  acc_t qb[DC > 0 ? DC : 1], qsb[DC > 0 ? DC : 1], gob[DC > 0 ? DC : 1], accb[DC > 0 ? DC : 1];
+  acc_t* qi = DC > 0 ? qb : vecs.data();
+  acc_t* qs = DC > 0 ? qsb : vecs.data() + D;
+  acc_t* goi = DC > 0 ? gob : vecs.data() + 2 * D;
+  acc_t* acc = DC > 0 ? accb : vecs.data() + 3 * D;
+  acc_t* p = w.row.data();
+  acc_t* ds = w.row2.data();
+  for (int64_t t = begin; t < end; ++t) {
+    const int64_t e = t / (a.H * a.S), h = (t / a.S) % a.H, s = t % a.S;
+    scalar_t* dko = a.dk + t * Lk * D;
+    scalar_t* dvo = a.dv + t * Lk * D;
+    if (a.start[e] == a.start[e + 1]) continue;  // unused row: its gradient stays zero
+    const scalar_t* kt = a.k.tile(e, h, s);
+    load_rows(kt, a.k.s3, a.k.s4, Lk, D, w.k.data());
+    load_transposed(kt, a.k.s3, a.k.s4, Lk, D, ld, w.kT.data());
+    load_transposed(a.v.tile(e, h, s), a.v.s3, a.v.s4, Lk, D, ld, w.vT.data());
+    std::fill(w.dk.begin(), w.dk.end(), acc_t(0));
+    std::fill(w.dv.begin(), w.dv.end(), acc_t(0));
+    for (int64_t u = a.start[e]; u < a.start[e + 1]; ++u) {
+      const int64_t n = a.order[u];
+      const scalar_t* qt = a.q.tile(n, h, s);
+      const scalar_t* got = a.go.tile(n, h, s);
+      const scalar_t* ot = a.o.tile(n, h, s);
+      const int64_t row_id = (n * a.H + h) * a.S + s;
+      for (int64_t i = 0; i < Lq; ++i) {
+        acc_t delta = 0;
+        for (int64_t d = 0; d < D; ++d) {
+          qi[d] = static_cast<acc_t>(qt[i * a.q.s3 + d * a.q.s4]);
+          qs[d] = qi[d] * a.scale;
+          goi[d] = static_cast<acc_t>(got[i * a.go.s3 + d * a.go.s4]);
+          delta += goi[d] * static_cast<acc_t>(ot[i * a.o.s3 + d * a.o.s4]);
         }
-      }
-      for (int64_t x = 0; x < Lk * D; ++x) {
-        dko[x] = static_cast<scalar_t>(w.dk[x]);
-        dvo[x] = static_cast<scalar_t>(w.dv[x]);
+        // p = softmax row recomputed from the saved log-sum-exp; ds = p (dO.v - dO.o) scale.
+        block_dots<DC>(qs, w.kT.data(), ld, D, p);
+        const acc_t l = a.lse_in[row_id * Lq + i];
+        for (int64_t j = 0; j < ld; ++j) p[j] = exp_vec(p[j] - l);
+        for (int64_t j = Lk; j < ld; ++j) p[j] = 0;
+        block_dots<DC>(goi, w.vT.data(), ld, D, ds);
+        for (int64_t j = 0; j < ld; ++j) ds[j] = p[j] * (ds[j] - delta) * a.scale;
+        for (int64_t d = 0; d < D; ++d) acc[d] = 0;
+        for (int64_t j = 0; j < Lk; ++j) {
+          const acc_t pj = p[j], dsj = ds[j];
+          acc_t* dvj = w.dv.data() + j * D;
+          acc_t* dkj = w.dk.data() + j * D;
+          const acc_t* kj = w.k.data() + j * D;
+          for (int64_t d = 0; d < D; ++d) {
+            dvj[d] += pj * goi[d];
+            dkj[d] += dsj * qi[d];
+            acc[d] += dsj * kj[d];
+          }
+        }
+        scalar_t* dqo = a.dq + (row_id * Lq + i) * D;
+        for (int64_t d = 0; d < D; ++d) dqo[d] = static_cast<scalar_t>(acc[d]);
       }
     }
-  });
+    for (int64_t x = 0; x < Lk * D; ++x) {
+      dko[x] = static_cast<scalar_t>(w.dk[x]);
+      dvo[x] = static_cast<scalar_t>(w.dv[x]);
+    }
+  }
+}
+
+// Entry points per ISA; the task loops above are inlined into each.
+template <int DC, typename scalar_t>
+void forward_base(const AttnArgs<scalar_t>& a, int64_t b, int64_t e) { forward_tasks<DC>(a, b, e); }
+template <int DC, typename scalar_t>
+void backward_base(const AttnArgs<scalar_t>& a, int64_t b, int64_t e) { backward_tasks<DC>(a, b, e); }
+#if FD_HAVE_AVX2
+template <int DC, typename scalar_t>
+FD_TARGET_AVX2 void forward_avx2(const AttnArgs<scalar_t>& a, int64_t b, int64_t e) {
+  forward_tasks<DC>(a, b, e);
+}
+template <int DC, typename scalar_t>
+FD_TARGET_AVX2 void backward_avx2(const AttnArgs<scalar_t>& a, int64_t b, int64_t e) {
+  backward_tasks<DC>(a, b, e);
+}
+#endif
+
+bool cpu_has_avx2() {
+#if FD_HAVE_AVX2
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return has;
+#else
+  return false;
+#endif
+}
+
+template <int DC, typename scalar_t>
+void run_forward(const AttnArgs<scalar_t>& a, int64_t tasks) {
+  auto fn = &forward_base<DC, scalar_t>;
+#if FD_HAVE_AVX2
+  if (cpu_has_avx2()) fn = &forward_avx2<DC, scalar_t>;
+#endif
+  const int64_t work = a.Lq * a.Lk * a.D + 2 * a.Lk * a.D;
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, work));
+  at::parallel_for(0, tasks, grain, [&](int64_t b, int64_t e) { fn(a, b, e); });
+}
+
+template <int DC, typename scalar_t>
+void run_backward(const AttnArgs<scalar_t>& a, int64_t tasks, int64_t queries_per_row) {
+  auto fn = &backward_base<DC, scalar_t>;
+#if FD_HAVE_AVX2
+  if (cpu_has_avx2()) fn = &backward_avx2<DC, scalar_t>;
+#endif
+  const int64_t work = std::max<int64_t>(1, queries_per_row * a.Lq * a.Lk * a.D * 5);
+  const int64_t grain = std::max<int64_t>(1, 32768 / work);
+  at::parallel_for(0, tasks, grain, [&](int64_t b, int64_t e) { fn(a, b, e); });
 }
 
 // Calls fn with a compile-time head dim for the common sizes (unrolled inner loops), 0 otherwise.
@@ -260,9 +364,16 @@ std::tuple<at::Tensor, at::Tensor> step_attention_cpu(const at::Tensor& q, const
   at::Tensor holder;
   const int64_t* idx = index_ptr(index, holder);
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "step_attention_cpu", [&] {
-    with_head_dim(q.size(4), [&](auto dc) {
-      forward_impl<decltype(dc)::value, scalar_t>(q, k, v, idx, out, lse, scale);
-    });
+    AttnArgs<scalar_t> a;
+    a.q = Strided5<const scalar_t>(q);
+    a.k = Strided5<const scalar_t>(k);
+    a.v = Strided5<const scalar_t>(v);
+    a.index = idx;
+    a.out = out.data_ptr<scalar_t>();
+    a.lse = lse.data_ptr<acc_of<scalar_t>>();
+    a.H = q.size(1), a.S = q.size(2), a.Lq = q.size(3), a.Lk = k.size(3), a.D = q.size(4);
+    a.scale = static_cast<acc_of<scalar_t>>(scale);
+    with_head_dim(a.D, [&](auto dc) { run_forward<decltype(dc)::value>(a, q.size(0) * a.H * a.S); });
   });
   return {out, lse};
 }
@@ -280,10 +391,36 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> step_attention_backward_cpu(
   if (dk.numel() == 0 || q.numel() == 0) return {dq, dk, dv};
   at::Tensor holder;
   const int64_t* idx = index_ptr(index, holder);
+  const auto lse_c = lse.contiguous();
+  // Queries grouped by the k/v row they use (a counting sort), so one task owns a k/v row and
+  // sums its gradient without atomics; each query belongs to exactly one task, so dq is
+  // written by one task too.
+  const int64_t N = q.size(0), E = k.size(0);
+  std::vector<int64_t> start(E + 1, 0), order(N);
+  for (int64_t n = 0; n < N; ++n) ++start[(idx ? idx[n] : n) + 1];
+  for (int64_t e = 0; e < E; ++e) start[e + 1] += start[e];
+  {
+    std::vector<int64_t> fill(start.begin(), start.end() - 1);
+    for (int64_t n = 0; n < N; ++n) order[fill[idx ? idx[n] : n]++] = n;
+  }
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "step_attention_backward_cpu", [&] {
-    with_head_dim(q.size(4), [&](auto dc) {
-      backward_impl<decltype(dc)::value, scalar_t>(grad_out, q, k, v, idx, out, lse, scale, dq,
-                                                   dk, dv);
+    AttnArgs<scalar_t> a;
+    a.q = Strided5<const scalar_t>(q);
+    a.k = Strided5<const scalar_t>(k);
+    a.v = Strided5<const scalar_t>(v);
+    a.go = Strided5<const scalar_t>(grad_out);
+    a.o = Strided5<const scalar_t>(out);
+    a.order = order.data();
+    a.start = start.data();
+    a.lse_in = lse_c.data_ptr<acc_of<scalar_t>>();
+    a.dq = dq.data_ptr<scalar_t>();
+    a.dk = dk.data_ptr<scalar_t>();
+    a.dv = dv.data_ptr<scalar_t>();
+    a.H = q.size(1), a.S = q.size(2), a.Lq = q.size(3), a.Lk = k.size(3), a.D = q.size(4);
+    a.scale = static_cast<acc_of<scalar_t>>(scale);
+    const int64_t per_row = std::max<int64_t>(1, N / std::max<int64_t>(1, E));
+    with_head_dim(a.D, [&](auto dc) {
+      run_backward<decltype(dc)::value>(a, E * a.H * a.S, per_row);
     });
   });
   return {dq, dk, dv};
