@@ -154,7 +154,8 @@ class _Step:
         feats = d.features.index_select(0, idx)
         maps = d.maps.index_select(0, idx) if self.model.needs_maps else None
         y, gt = d.scores.index_select(0, idx), d.bounds.index_select(0, idx)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+        # no autocast weight cache: cached casts would outlive a CUDA graph capture
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp, cache_enabled=False):
             cache = self.model.encode(feats, maps, d.dive_ids.index_select(0, idx), gt,
                                       use_gt=self.use_gt)
             deltas = self.model.step_deltas(cache, cache, self.q_index, self.e_index).float().mean(1)
