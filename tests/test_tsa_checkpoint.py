@@ -1,6 +1,8 @@
 """Checkpoints: the reference `last.pth` format round-trips into fdperf's model (module.
 prefixes, numpy scalars, I3D weights exposed); corrupt, truncated or unsafe files fail clearly."""
+import io
 import pickle
+import zipfile
 
 import numpy as np
 import pytest
@@ -62,6 +64,28 @@ def test_reference_file_as_the_published_code_writes_it(tmp_path):
     assert torch.equal(_deltas(model), _deltas(loaded))
     spatial, _ = load_model(tmp_path / "last.pth", layout="spatial")
     assert spatial.layout == "spatial"
+
+
+def test_reference_file_pickled_under_numpy_1(tmp_path):
+    """The published checkpoints were pickled with numpy 1, whose scalars live in numpy.core."""
+    model = _model()
+    obj = {"psnet_model": model.psnet.state_dict(), "decoder": model.decoder.state_dict(),
+           "regressor_delta": model.regressor.state_dict(), "rho_best": np.float64(0.9)}
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(buf.getvalue())) as zin, \
+            zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            if info.filename.endswith("data.pkl"):
+                assert b"numpy._core.multiarray" in data
+                data = data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+            zout.writestr(info.filename, data)
+    (tmp_path / "last.pth").write_bytes(out.getvalue())
+    back, i3d, meta = import_reference_checkpoint(tmp_path / "last.pth")
+    assert meta["rho_best"] == pytest.approx(0.9) and i3d is None
+    assert torch.equal(_deltas(model), _deltas(back.eval()))
 
 
 def test_fdperf_checkpoint_rebuilds_every_method(tmp_path):
