@@ -7,8 +7,9 @@
 // out of bounds even where asserts are compiled out.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/macros/Macros.h>
 #include <torch/library.h>
 
@@ -96,8 +97,10 @@ __global__ void backward_kernel(const scalar_t* __restrict__ g, const int64_t* _
 }
 
 int blocks_for(int64_t total) {
-  const int64_t max_blocks =
-      static_cast<int64_t>(at::cuda::getCurrentDeviceProperties()->multiProcessorCount) * 32;
+  int device = 0, sms = 0;
+  C10_CUDA_CHECK(cudaGetDevice(&device));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  const int64_t max_blocks = static_cast<int64_t>(sms) * 32;
   return static_cast<int>(std::min<int64_t>((total + kThreads - 1) / kThreads, max_blocks));
 }
 
@@ -111,7 +114,7 @@ at::Tensor segment_resample_cuda(const at::Tensor& x, const at::Tensor& bounds, 
   const int64_t total = out.numel();
   if (total == 0) return out;
   const auto x5 = as_5d(x);
-  auto stream = at::cuda::getCurrentCUDAStream();
+  auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "segment_resample_cuda", [&] {
     forward_kernel<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(
         x5.data_ptr<scalar_t>(), b.data_ptr<int64_t>(), out.data_ptr<scalar_t>(), total,
@@ -134,7 +137,7 @@ at::Tensor segment_resample_backward_cuda(const at::Tensor& grad, const at::Tens
   const int64_t total = gx.numel();
   if (total == 0) return gx;
   const int64_t B = size[0], C = size[1], T = size[2], HW = total / (B * C * T);
-  auto stream = at::cuda::getCurrentCUDAStream();
+  auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "segment_resample_backward_cuda", [&] {
     backward_kernel<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(
         g.data_ptr<scalar_t>(), b.data_ptr<int64_t>(), gx.data_ptr<scalar_t>(), total, C, T, HW,

@@ -10,8 +10,9 @@
 // kernels) and is clamped so nothing is read out of bounds where asserts are compiled out.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/macros/Macros.h>
 #include <torch/library.h>
 
@@ -202,7 +203,7 @@ std::tuple<at::Tensor, at::Tensor> step_attention_cuda(const at::Tensor& q, cons
   const int64_t tasks = q.size(0) * q.size(1) * q.size(2);
   if (out.numel() == 0) return {out, lse};
   at::Tensor idx = index.has_value() ? index->contiguous() : at::Tensor();
-  auto stream = at::cuda::getCurrentCUDAStream();
+  auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "step_attention_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     Dims dm{q.size(1), q.size(2), q.size(3), k.size(3), q.size(4), k.size(0), 0};
@@ -232,7 +233,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> step_attention_backward_cuda(
   if (q.numel() > 0 && k.numel() > 0) {
     at::Tensor idx = index.has_value() ? index->contiguous() : at::Tensor();
     const auto lse_c = lse.contiguous();
-    auto stream = at::cuda::getCurrentCUDAStream();
+    auto stream = c10::cuda::getCurrentCUDAStream();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "step_attention_backward_cuda", [&] {
       using acc_t = at::opmath_type<scalar_t>;
       Dims dm{q.size(1), q.size(2), q.size(3), k.size(3), q.size(4), k.size(0), 0};
