@@ -75,7 +75,7 @@ CATALOGUE = (
 )
 
 # How much each step's execution counts in a judge's award (take-off, flight, entry).
-STEP_WEIGHTS = (0.3, 0.4, 0.3)
+STEP_WEIGHTS = (0.35, 0.3, 0.35)
 NUM_JUDGES = 5
 JUDGE_NOISE = 0.3      # standard deviation of one judge's opinion, in award points
 

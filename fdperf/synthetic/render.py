@@ -6,7 +6,7 @@ whole flight and the splash fall inside those rows, so the backbone sees every s
 
 Each step's execution quality (in [0, 1]) changes only the frames of that step, strongly:
 - take-off: crouch depth, board bend, jump height, lean and arm symmetry;
-- flight: tightness of the tuck/pike, legs apart, flailing arms, jerky rotation speed;
+- flight: tightness of the tuck/pike, legs apart, flailing arms, jerky rotation, bobbing arc;
 - entry: body tilt, legs apart, splash width/height/amount of spray.
 The flight starts where the take-off ends (its apex), as in a real dive.
 """
@@ -226,6 +226,8 @@ class DiveRenderer:
         base_arm = arm * env + 180.0 * (1 - env)
         x = self.apex[0] + (self.entry_hip[0] - self.apex[0]) * u
         y = self.apex[1] + (self.entry_hip[1] - self.apex[1]) * u * u
+        # An unsteady flight bobs up and down around its arc (zero at both ends of the step).
+        y += (1.0 - q2) * 22.0 * env * math.sin(4 * math.pi * u)
         pose = Pose((x, y), theta, self.facing, hip_flex=hip_flex * tight * env,
                     knee_flex=knee_flex * tight * env, arms=(base_arm + flail, base_arm - flail),
                     leg_split=90.0 * (1.0 - q2) * env)

@@ -1,0 +1,69 @@
+"""A reduced demo (8 dives, 2 epochs) runs end to end and writes every output; a rerun reuses
+the synthetic set and the feature store."""
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fdperf.data import key_to_str, load_annotations
+from fdperf.demo import main as demo_main
+from fdperf.demo import run_demo
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("demo"))
+    summary = run_demo(out, videos=8, epochs=2, device="cpu", seed=1, progress=False, report_videos=2)
+    return out, summary
+
+
+def test_demo_writes_every_output(demo_run, capsys):
+    out, summary = demo_run
+    ann = load_annotations(os.path.join(out, "data", "Annotations"))
+    assert len(ann) == 8 and len(ann.test_keys) >= 1
+    for name in ("features.h5", "transition_probs.npz", "demo_summary.json", "report/index.html",
+                 "report/summary.png", "tsa/last.pt", "fr/last.pt", "tsa/train_log.jsonl",
+                 "tsa/eval/predictions.csv", "fr/eval/predictions.csv", "tsa/eval/metrics.json"):
+        assert os.path.isfile(os.path.join(out, name)), name
+    pngs = os.listdir(os.path.join(out, "report", "videos"))
+    assert len(pngs) == min(2, len(ann.test_keys))
+    with Image.open(os.path.join(out, "report", "videos", pngs[0])) as im:
+        assert im.size == (1200, 800)
+    with np.load(os.path.join(out, "transition_probs.npz")) as z:
+        assert sorted(z.files) == sorted(key_to_str(k) for k in ann.test_keys)
+        p = z[z.files[0]]
+        assert p.shape == (96, 2) and ((p >= 0) & (p <= 1)).all()
+    with open(os.path.join(out, "demo_summary.json")) as f:
+        saved = json.load(f)
+    assert saved["i3d"].startswith("random-init") and saved["epochs"] == 2
+    assert set(saved["metrics"]) == {"TSA", "F+R"}
+    assert saved["metrics"]["TSA"]["aiou50"] is not None and saved["metrics"]["F+R"]["aiou50"] is None
+    assert summary["out"] == os.path.abspath(out)
+
+
+def test_rerun_reuses_set_and_store(demo_run, capsys):
+    out, _ = demo_run
+    store = os.path.join(out, "features.h5")
+    before = os.stat(store).st_mtime_ns
+    with open(os.path.join(out, "data", "Annotations", "train_split.pkl"), "rb") as f:
+        split = f.read()
+    assert demo_main(["--out", out, "--videos", "8", "--epochs", "1", "--device", "cpu", "--seed", "1",
+                      "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "reusing the synthetic set" in text and "0 videos extracted, 8 reused" in text
+    assert "RANDOMLY INITIALISED" in text
+    for token in ("rho", "R-l2", "AIoU@0.5", "AIoU@0.75", "TSA", "F+R"):
+        assert token in text
+    assert text.rstrip().endswith(f"output folder: {os.path.abspath(out)}")
+    with open(os.path.join(out, "data", "Annotations", "train_split.pkl"), "rb") as f:
+        assert f.read() == split
+    assert os.stat(store).st_mtime_ns >= before
+
+
+def test_bad_options(tmp_path, capsys):
+    assert demo_main(["--out", str(tmp_path), "--videos", "3"]) == 2
+    assert "at least 8 dives" in capsys.readouterr().err
+    assert demo_main(["--out", str(tmp_path), "--weights", str(tmp_path / "none.pth")]) == 2
+    assert "--weights" in capsys.readouterr().err
