@@ -40,7 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", action="store_true", help="bf16 autocast")
     p.add_argument("--no-cuda-graph", action="store_true", help="do not capture the step in a CUDA graph")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    p.add_argument("--view", type=int, default=None, help="view of a multi-view store (default 0)")
+    p.add_argument("--view", type=int, default=None,
+                   help="train on this view of a multi-view store only (default: a random view per "
+                        "video and epoch, the reference's random flip/crop)")
+    p.add_argument("--eval-store", default=None,
+                   help="feature store of the test transform for the evaluations (default: STORE, "
+                        "view 0 if it has several views)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -56,7 +61,8 @@ def main(argv=None) -> int:
     result = train(args.store, annotations_from(args, args.config), args.out, method=args.method,
                    policy=args.policy, layout=args.layout, eval_every=args.eval_every,
                    device=args.device, amp=args.amp, cuda_graph=not args.no_cuda_graph,
-                   resume=args.resume, view=args.view, progress=not args.no_progress, **opts)
+                   resume=args.resume, view=args.view, eval_store=args.eval_store,
+                   progress=not args.no_progress, **opts)
     print(json.dumps({"best_checkpoint": str(result.best_checkpoint),
                       "last_checkpoint": str(result.last_checkpoint),
                       "best_epoch_selected_on_test_rho": result.best,

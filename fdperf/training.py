@@ -142,6 +142,7 @@ class _Step:
         self.rows = torch.zeros(batch, dtype=torch.long, device=device)
         self.ex_rows = torch.zeros(batch, dtype=torch.long, device=device)
         self.use_gt = torch.ones((), dtype=torch.bool, device=device)
+        self.views = torch.zeros(2 * batch, dtype=torch.long, device=device)  # [queries; exemplars]
         n = batch
         self.q_index = torch.arange(2 * n, device=device)
         self.e_index = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(device)
@@ -151,8 +152,12 @@ class _Step:
     def forward_backward(self):
         d, n = self.data, self.rows.numel()
         idx = torch.cat([self.rows, self.ex_rows])
-        feats = d.features.index_select(0, idx)
-        maps = d.maps.index_select(0, idx) if self.model.needs_maps else None
+        if d.features.dim() == 4:  # multi-view store: each video in its drawn view
+            feats = d.features[idx, self.views]
+            maps = d.maps[idx, self.views] if self.model.needs_maps else None
+        else:
+            feats = d.features.index_select(0, idx)
+            maps = d.maps.index_select(0, idx) if self.model.needs_maps else None
         y, gt = d.scores.index_select(0, idx), d.bounds.index_select(0, idx)
         # no autocast weight cache: cached casts would outlive a CUDA graph capture
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp, cache_enabled=False):
@@ -226,13 +231,18 @@ def train(store_path, annotations, out_dir, *, method: str = "TSA", max_epoch: i
           action_number_choosing: bool = True, random_choosing: bool = False,
           policy: str | None = None, layout: str = "reference", eval_every: int = 1,
           device=None, amp: bool = False, cuda_graph: bool = True, resume: bool = False,
-          view: int | None = None, progress: bool = True, log=None) -> TrainResult:
+          view: int | None = None, eval_store=None, progress: bool = True,
+          log=None) -> TrainResult:
     """Trains `method` on the training split of `annotations` using a feature store's features.
 
     Writes into `out_dir`: `last.pt` (every epoch, atomic, with optimizer and RNG state: what
     `resume=True` continues from), `best.pt` (highest test rho so far, as the reference selects;
     a best-of-epochs figure, not a held-out one), `train_log.jsonl` (one record per epoch) and
     `train_summary.json` (best AND last-epoch metrics, labelled).
+
+    A store with K > 1 views (`fdperf.extract --views K`, the reference's random flip and crop)
+    trains on a random view per video per epoch; give `eval_store` (a store of the test
+    transform) for evaluation, otherwise view 0 is used. `view` pins one training view.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
@@ -261,21 +271,41 @@ def train(store_path, annotations, out_dir, *, method: str = "TSA", max_epoch: i
     settings = dict(method=method, max_epoch=max_epoch, bs_train=bs_train, base_lr=base_lr, seed=seed,
                     prob_tas_threshold=prob_tas_threshold, fix_size=fix_size, step_num=step_num,
                     voter_number=voter_number, policy=policy, layout=layout, eval_every=eval_every,
-                    amp=amp, store=str(store_path), view=view, fdperf_version=__version__)
+                    amp=amp, store=str(store_path), view=view,
+                    eval_store=None if eval_store is None else str(eval_store),
+                    fdperf_version=__version__)
 
     torch.manual_seed(seed)
     model = build_model(method, **config)
-    store, feats, fmaps = load_store(store_path, device, maps=model.needs_maps, view=view)
-    if model.needs_maps is False:
-        fmaps = None
-    if hasattr(model, "in_channels") and feats.shape[1] != model.in_channels:
-        config["in_channels"] = feats.shape[1]
+    # a multi-view store (augmented training views from `fdperf.extract --views K`) trains on a
+    # random view per video and pair; evaluation reads `eval_store` (the test transform), or
+    # view 0 when there is none
+    store, feats, fmaps = load_store(store_path, device, maps=model.needs_maps, view=view,
+                                     all_views=True)
+    views = feats.shape[1] if feats.dim() == 4 else 1
+    settings["views"] = views
+    snippets = feats.shape[-2]
+    if hasattr(model, "in_channels") and snippets != model.in_channels:
+        config["in_channels"] = snippets
         torch.manual_seed(seed)
         model = build_model(method, **config)
     model.to(device)
     train_set = video_set(store, feats, fmaps, ann, ann.train_keys, vocab, device)
-    test_set = video_set(store, feats, fmaps, ann, ann.test_keys, vocab, device)
-    del feats, fmaps
+    if eval_store is not None:
+        estore, efeats, efmaps = load_store(eval_store, device, maps=model.needs_maps)
+        if efeats.shape[-2] != snippets:
+            raise ValueError(f"eval_store {eval_store} has {efeats.shape[-2]} snippets per video, "
+                             f"the training store {snippets}")
+    else:
+        if views > 1:
+            log(f"{store_path} has {views} augmented views and no eval_store was given: "
+                "evaluating on its view 0")
+        estore, efeats = store, feats[:, 0] if views > 1 else feats
+        efmaps = None if fmaps is None else (fmaps[:, 0] if views > 1 else fmaps)
+    test_set = video_set(estore, efeats, efmaps, ann, ann.test_keys, vocab, device)
+    exemplar_set = train_set if (eval_store is None and views == 1) else \
+        video_set(estore, efeats, efmaps, ann, ann.train_keys, vocab, device)
+    del feats, fmaps, efeats, efmaps
     if len(train_set) < 2:
         raise ValueError("training needs at least two training videos")
     vote_rows, vote_valid = voting_exemplars(ann, ann.test_keys, ann.train_keys, m=voter_number,
@@ -338,18 +368,24 @@ def train(store_path, annotations, out_dir, *, method: str = "TSA", max_epoch: i
                     s.use_gt.fill_(use_gt)
             perm = torch.randperm(n_train, generator=gen, device=device)
             ex = sampler.sample(perm, gen)
+            if views > 1:  # a view for every query and every exemplar of the epoch
+                draw = torch.randint(views, (2, n_train), generator=gen, device=device)
             losses = torch.zeros(full_batches + (1 if rest else 0), device=device)
             preds = torch.zeros(n_train, device=device)
             for b in range(full_batches):
                 sl = slice(b * batch, (b + 1) * batch)
                 step.rows.copy_(perm[sl])
                 step.ex_rows.copy_(ex[sl])
+                if views > 1:
+                    step.views.copy_(draw[:, sl].reshape(-1))
                 loss, pred = step()
                 losses[b] = loss
                 preds[sl] = pred
             if rest:
                 tail.rows.copy_(perm[full_batches * batch:])
                 tail.ex_rows.copy_(ex[full_batches * batch:])
+                if views > 1:
+                    tail.views.copy_(draw[:, full_batches * batch:].reshape(-1))
                 loss, pred = tail()
                 losses[-1] = loss
                 preds[full_batches * batch:] = pred
@@ -363,7 +399,7 @@ def train(store_path, annotations, out_dir, *, method: str = "TSA", max_epoch: i
                 raise FloatingPointError(f"training diverged at epoch {epoch + 1}: loss {rec['loss']}")
             is_last = epoch == max_epoch - 1
             if (epoch + 1) % eval_every == 0 or is_last:
-                votes = vote(model, test_set, train_set, vote_rows, vote_valid,
+                votes = vote(model, test_set, exemplar_set, vote_rows, vote_valid,
                              transitions="oracle" if method == "TSA-oracle" else "predicted", amp=amp)
                 rec["test"] = score_metrics(votes.scores, test_set.scores, votes.bounds, test_set.bounds)
                 model.train()

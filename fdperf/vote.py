@@ -57,11 +57,16 @@ def dive_vocabulary(annotations, train_keys) -> list:
     return sorted({annotations[k].dive_number for k in train_keys})
 
 
-def load_store(store_path, device, maps: bool = True, view: int | None = None):
-    """(FeatureStore, features, maps) with the whole store on `device`."""
+def load_store(store_path, device, maps: bool = True, view: int | None = None,
+               all_views: bool = False):
+    """(FeatureStore, features, maps) with the whole store on `device`.
+
+    A multi-view store gives view `view` (default 0), or with `all_views` every view on an axis
+    after N ([N, K, S, 1024]) when `view` is None.
+    """
     from .features import FeatureStore  # the store module pulls in h5py: import on use
     store = FeatureStore(store_path)
-    if store.views > 1 and view is None:
+    if store.views > 1 and view is None and not all_views:
         view = 0
     feats, fmaps = store.load(device=device, maps=maps, view=view)
     return store, feats, fmaps

@@ -122,3 +122,24 @@ def test_bf16_autocast_trains(tmp_path, tiny):
                 device="cpu", amp=True, progress=False, log=lambda line: None)
     assert res.history[0]["loss"] > 0 and res.step_mode == "eager"
     assert -1.0 <= res.last["rho"] <= 1.0
+
+
+def test_multi_view_store_trains_on_drawn_views_and_evaluates_on_eval_store(tmp_path):
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        aug, ann = make_synthetic_features(tmp_path / "aug", n_train=16, n_test=8, seed=3, views=3)
+        plain, _ = make_synthetic_features(tmp_path / "plain", n_train=16, n_test=8, seed=3)
+        kw = dict(method="TSA", max_epoch=1, bs_train=4, voter_number=3, device="cpu",
+                  progress=False, log=lambda line: None)
+        with_eval = train(aug, ann, tmp_path / "a", eval_store=plain, **kw)
+        assert with_eval.history[0]["loss"] > 0
+        summary = json.loads(with_eval.summary_path.read_text())["settings"]
+        assert summary["views"] == 3 and summary["eval_store"] == str(plain)
+        lines = []
+        train(aug, ann, tmp_path / "b", **{**kw, "log": lines.append})
+        assert any("view 0" in line for line in lines)
+        pinned = train(aug, ann, tmp_path / "c", view=2, **kw)
+        assert json.loads(pinned.summary_path.read_text())["settings"]["views"] == 1
+    finally:
+        torch.set_num_threads(before)

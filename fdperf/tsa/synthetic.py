@@ -27,13 +27,14 @@ def _snippet_steps(t1: int, t2: int, snippets: int = 9) -> np.ndarray:
 
 def make_synthetic_features(out_dir, n_train: int = 96, n_test: int = 48, seed: int = 0,
                             map_size: int = 1, dive_numbers: int = 4, noise: float = 0.3,
-                            pattern_scale: float = 1.0):
+                            pattern_scale: float = 1.0, views: int = 1):
     """Writes `features.h5` (fdperf store layout) and `Annotations/` (the six FineDiving files,
     readable by `fdperf.data.load_annotations`) into `out_dir`; returns (store path, Annotations).
 
     `map_size` is the spatial size of the feature maps (the real store has 4; 1 keeps CPU
     tests fast). `pattern_scale` sets how visible the steps (hence the transitions) are. Train
-    and test videos share the dive numbers.
+    and test videos share the dive numbers. `views` > 1 adds a views axis (as `fdperf.extract
+    --views K`): each view is the video's features plus its own small perturbation.
     """
     rng = np.random.default_rng(seed)
     n = n_train + n_test
@@ -59,6 +60,10 @@ def make_synthetic_features(out_dir, n_train: int = 96, n_test: int = 48, seed: 
         keys.append(key)
     maps = feats[..., None, None] + noise * rng.standard_normal(
         (n, 9, 1024, map_size, map_size)).astype(np.float32)
+    if views > 1:  # augmented views: small per-view perturbations of the same video
+        feats = feats[:, None] + 0.1 * noise * rng.standard_normal((n, views, 9, 1024)).astype(np.float32)
+        maps = maps[:, None] + 0.1 * noise * rng.standard_normal(
+            (n, views) + maps.shape[1:]).astype(np.float32)
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, "features.h5")
     with h5py.File(path, "w") as f:
@@ -67,7 +72,7 @@ def make_synthetic_features(out_dir, n_train: int = 96, n_test: int = 48, seed: 
         f.create_dataset("feature_maps", data=maps.astype(np.float16))
         f.create_dataset("done", data=np.ones(n, bool))
         f.attrs.update({"format": 1, "complete": True, "backbone": "synthetic",
-                        "weights_sha256": "random-init", "num_snippets": 9, "views": 1})
+                        "weights_sha256": "random-init", "num_snippets": 9, "views": views})
     folder = os.path.join(out_dir, "Annotations")
     _write_annotation_files(folder, samples, keys[:n_train], keys[n_train:])
     ann = Annotations(samples, keys[:n_train], keys[n_train:], {t: str(t) for t in STEP_TYPES},
