@@ -27,3 +27,9 @@ def test_missing_extension_gives_build_instructions(tmp_path):
     assert out.returncode != 0
     assert "fdperf's native extension (fdperf._C) is not built" in out.stderr
     assert "make build" in out.stderr
+
+
+def test_public_api_names_resolve():
+    for name in fdperf._EXPORTS:
+        assert callable(getattr(fdperf, name)), name
+    assert fdperf.load_annotations is __import__("fdperf.data", fromlist=["x"]).load_annotations
