@@ -1,7 +1,19 @@
-"""Benchmark session set-up: record what the numbers were measured on."""
+"""Benchmark session set-up: the thread count and a record of what the numbers were measured on.
+
+FDPERF_BENCH_THREADS=n runs every implementation with n intra-op threads (torch.set_num_threads);
+on a shared, oversubscribed machine 1 thread gives the steadiest comparison, because OpenMP's
+spinning barrier stalls whenever a peer thread is descheduled.
+"""
+import os
 import platform
 
 import torch
+
+
+def pytest_configure(config):
+    threads = os.environ.get("FDPERF_BENCH_THREADS")
+    if threads:
+        torch.set_num_threads(int(threads))
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):

@@ -230,3 +230,12 @@ def test_cuda_invalid_bounds_trip_a_device_assert():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "segment_resample: bounds" in proc.stderr or "device-side assert" in proc.stderr
+
+
+@pytest.mark.parametrize("spec", SAMPLES[:5], ids=IDS[:5])
+def test_batched_baseline_matches_reference(spec):
+    # segment_resample_batched is the benchmarks' stock-PyTorch baseline: it must be right too.
+    from fdperf.ops.reference import segment_resample_batched
+    x, bounds, points = sample(spec, torch.float64)
+    torch.testing.assert_close(segment_resample_batched(x, bounds, points),
+                               segment_resample_reference(x, bounds, points))

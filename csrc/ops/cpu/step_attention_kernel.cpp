@@ -106,6 +106,56 @@ FD_INLINE void load_transposed(const scalar_t* src, int64_t s_row, int64_t s_col
     for (int64_t j = 0; j < rows; ++j) dst[d * ld + j] = static_cast<acc_t>(src[j * s_row + d * s_col]);
 }
 
+#if defined(__GNUC__) && !defined(__clang__)
+// 8 x 8 float transpose with GCC vector extensions (lowered to AVX2 or SSE shuffles), for the
+// common head dim 8 with unit-stride rows: the scalar transpose above was the kernels' hottest
+// loop at TSA's shapes.
+typedef float f8 __attribute__((vector_size(32)));
+typedef int i8 __attribute__((vector_size(32)));
+
+FD_INLINE void load_transposed_d8(const float* src, int64_t s_row, int64_t rows, int64_t ld,
+                                  float* dst) {
+  const i8 lo = {0, 8, 1, 9, 4, 12, 5, 13}, hi = {2, 10, 3, 11, 6, 14, 7, 15};
+  const i8 p01 = {0, 1, 8, 9, 4, 5, 12, 13}, p23 = {2, 3, 10, 11, 6, 7, 14, 15};
+  const i8 h0 = {0, 1, 2, 3, 8, 9, 10, 11}, h1 = {4, 5, 6, 7, 12, 13, 14, 15};
+  for (int64_t j0 = 0; j0 < ld; j0 += 8) {
+    f8 r[8];
+    for (int i = 0; i < 8; ++i) {
+      if (j0 + i < rows) std::memcpy(&r[i], src + (j0 + i) * s_row, sizeof(f8));
+      else r[i] = f8{};
+    }
+    const f8 t0 = __builtin_shuffle(r[0], r[1], lo), t1 = __builtin_shuffle(r[0], r[1], hi);
+    const f8 t2 = __builtin_shuffle(r[2], r[3], lo), t3 = __builtin_shuffle(r[2], r[3], hi);
+    const f8 t4 = __builtin_shuffle(r[4], r[5], lo), t5 = __builtin_shuffle(r[4], r[5], hi);
+    const f8 t6 = __builtin_shuffle(r[6], r[7], lo), t7 = __builtin_shuffle(r[6], r[7], hi);
+    const f8 u0 = __builtin_shuffle(t0, t2, p01), u1 = __builtin_shuffle(t0, t2, p23);
+    const f8 u2 = __builtin_shuffle(t1, t3, p01), u3 = __builtin_shuffle(t1, t3, p23);
+    const f8 u4 = __builtin_shuffle(t4, t6, p01), u5 = __builtin_shuffle(t4, t6, p23);
+    const f8 u6 = __builtin_shuffle(t5, t7, p01), u7 = __builtin_shuffle(t5, t7, p23);
+    const f8 c[8] = {__builtin_shuffle(u0, u4, h0), __builtin_shuffle(u1, u5, h0),
+                     __builtin_shuffle(u2, u6, h0), __builtin_shuffle(u3, u7, h0),
+                     __builtin_shuffle(u0, u4, h1), __builtin_shuffle(u1, u5, h1),
+                     __builtin_shuffle(u2, u6, h1), __builtin_shuffle(u3, u7, h1)};
+    for (int d = 0; d < 8; ++d) std::memcpy(dst + d * ld + j0, &c[d], sizeof(f8));
+  }
+}
+#define FD_HAVE_TRANSPOSE_D8 1
+#else
+#define FD_HAVE_TRANSPOSE_D8 0
+#endif
+
+// k or v tile transposed into [D][ld], through the vector transpose where it applies.
+template <int DC, typename scalar_t, typename acc_t>
+FD_INLINE void load_tile_transposed(const scalar_t* src, int64_t s_row, int64_t s_col,
+                                    int64_t rows, int64_t D, int64_t ld, acc_t* dst) {
+#if FD_HAVE_TRANSPOSE_D8
+  if constexpr (DC == 8 && std::is_same_v<scalar_t, float>) {
+    if (s_col == 1) return load_transposed_d8(src, s_row, rows, ld, dst);
+  }
+#endif
+  load_transposed(src, s_row, s_col, rows, D, ld, dst);
+}
+
 template <typename scalar_t, typename acc_t>
 FD_INLINE void load_rows(const scalar_t* src, int64_t s_row, int64_t s_col, int64_t rows,
                          int64_t D, acc_t* dst) {
@@ -164,7 +214,7 @@ FD_INLINE void forward_tasks(const AttnArgs<scalar_t>& a, int64_t begin, int64_t
   for (int64_t t = begin; t < end; ++t) {
     const int64_t n = t / (a.H * a.S), h = (t / a.S) % a.H, s = t % a.S;
     const int64_t e = a.index ? a.index[n] : n;
-    load_transposed(a.k.tile(e, h, s), a.k.s3, a.k.s4, Lk, D, ld, w.kT.data());
+    load_tile_transposed<DC>(a.k.tile(e, h, s), a.k.s3, a.k.s4, Lk, D, ld, w.kT.data());
     const acc_t* vr;
     int64_t vs;
     if (std::is_same_v<scalar_t, acc_t> && a.v.s4 == 1) {  // read v rows in place
@@ -213,32 +263,46 @@ FD_INLINE void backward_tasks(const AttnArgs<scalar_t>& a, int64_t begin, int64_
   using acc_t = acc_of<scalar_t>;
   const int64_t D = DC > 0 ? DC : a.D, Lk = a.Lk, ld = round_up(Lk), Lq = a.Lq;
   Scratch<acc_t> w(Lk, D);
-  std::vector<acc_t> vecs(DC > 0 ? 0 : 4 * D);
-  acc_t qb[DC > 0 ? DC : 1], qsb[DC > 0 ? DC : 1], gob[DC > 0 ? DC : 1], accb[DC > 0 ? DC : 1];
-  acc_t* qi = DC > 0 ? qb : vecs.data();
-  acc_t* qs = DC > 0 ? qsb : vecs.data() + D;
-  acc_t* goi = DC > 0 ? gob : vecs.data() + 2 * D;
-  acc_t* acc = DC > 0 ? accb : vecs.data() + 3 * D;
-  acc_t* p = w.row.data();
-  acc_t* ds = w.row2.data();
+  // Per query row n: q, dO (row-major [Lq][D]), P and dS ([Lq][ld]), dq accumulators.
+  std::vector<acc_t> qm(Lq * D), gom(Lq * D), dqm(Lq * D), P(Lq * ld), DS(Lq * ld), qs(D);
   for (int64_t t = begin; t < end; ++t) {
     const int64_t e = t / (a.H * a.S), h = (t / a.S) % a.H, s = t % a.S;
     scalar_t* dko = a.dk + t * Lk * D;
     scalar_t* dvo = a.dv + t * Lk * D;
     if (a.start[e] == a.start[e + 1]) continue;  // unused row: its gradient stays zero
     const scalar_t* kt = a.k.tile(e, h, s);
-    load_rows(kt, a.k.s3, a.k.s4, Lk, D, w.k.data());
-    load_transposed(kt, a.k.s3, a.k.s4, Lk, D, ld, w.kT.data());
-    load_transposed(a.v.tile(e, h, s), a.v.s3, a.v.s4, Lk, D, ld, w.vT.data());
-    std::fill(w.dk.begin(), w.dk.end(), acc_t(0));
-    std::fill(w.dv.begin(), w.dv.end(), acc_t(0));
+    // Same-dtype fast paths: k rows read in place, dk/dv summed straight into the (zeroed)
+    // outputs, which this task alone writes.
+    constexpr bool direct = std::is_same_v<scalar_t, acc_t>;
+    const acc_t* kr;
+    int64_t ks;
+    if (direct && a.k.s4 == 1) {
+      kr = reinterpret_cast<const acc_t*>(kt);
+      ks = a.k.s3;
+    } else {
+      load_rows(kt, a.k.s3, a.k.s4, Lk, D, w.k.data());
+      kr = w.k.data();
+      ks = D;
+    }
+    acc_t* dk_acc = direct ? reinterpret_cast<acc_t*>(dko) : w.dk.data();
+    acc_t* dv_acc = direct ? reinterpret_cast<acc_t*>(dvo) : w.dv.data();
+    load_tile_transposed<DC>(kt, a.k.s3, a.k.s4, Lk, D, ld, w.kT.data());
+    load_tile_transposed<DC>(a.v.tile(e, h, s), a.v.s3, a.v.s4, Lk, D, ld, w.vT.data());
+    if (!direct) {
+      std::fill(w.dk.begin(), w.dk.end(), acc_t(0));
+      std::fill(w.dv.begin(), w.dv.end(), acc_t(0));
+    }
     for (int64_t u = a.start[e]; u < a.start[e + 1]; ++u) {
       const int64_t n = a.order[u];
       const scalar_t* qt = a.q.tile(n, h, s);
       const scalar_t* got = a.go.tile(n, h, s);
       const scalar_t* ot = a.o.tile(n, h, s);
       const int64_t row_id = (n * a.H + h) * a.S + s;
+      // 1) per query i: P_i = softmax row recomputed from the saved log-sum-exp,
+      //    dS_i = P_i (dO_i . v_j - dO_i . o_i) * scale.
       for (int64_t i = 0; i < Lq; ++i) {
+        acc_t* qi = qm.data() + i * D;
+        acc_t* goi = gom.data() + i * D;
         acc_t delta = 0;
         for (int64_t d = 0; d < D; ++d) {
           qi[d] = static_cast<acc_t>(qt[i * a.q.s3 + d * a.q.s4]);
@@ -246,33 +310,53 @@ FD_INLINE void backward_tasks(const AttnArgs<scalar_t>& a, int64_t begin, int64_
           goi[d] = static_cast<acc_t>(got[i * a.go.s3 + d * a.go.s4]);
           delta += goi[d] * static_cast<acc_t>(ot[i * a.o.s3 + d * a.o.s4]);
         }
-        // p = softmax row recomputed from the saved log-sum-exp; ds = p (dO.v - dO.o) scale.
-        block_dots<DC>(qs, w.kT.data(), ld, D, p);
+        acc_t* p = P.data() + i * ld;
+        acc_t* ds = DS.data() + i * ld;
+        block_dots<DC>(qs.data(), w.kT.data(), ld, D, p);
         const acc_t l = a.lse_in[row_id * Lq + i];
         for (int64_t j = 0; j < ld; ++j) p[j] = exp_vec(p[j] - l);
         for (int64_t j = Lk; j < ld; ++j) p[j] = 0;
         block_dots<DC>(goi, w.vT.data(), ld, D, ds);
         for (int64_t j = 0; j < ld; ++j) ds[j] = p[j] * (ds[j] - delta) * a.scale;
-        for (int64_t d = 0; d < D; ++d) acc[d] = 0;
-        for (int64_t j = 0; j < Lk; ++j) {
-          const acc_t pj = p[j], dsj = ds[j];
-          acc_t* dvj = w.dv.data() + j * D;
-          acc_t* dkj = w.dk.data() + j * D;
-          const acc_t* kj = w.k.data() + j * D;
+      }
+      // 2) one pass over the keys: dv_j += sum_i P_ij dO_i, dk_j += sum_i dS_ij q_i (kept in
+      //    registers across i), dq_i += dS_ij k_j.
+      std::fill(dqm.begin(), dqm.end(), acc_t(0));
+      for (int64_t j = 0; j < Lk; ++j) {
+        acc_t dvj[DC > 0 ? DC : 1], dkj[DC > 0 ? DC : 1];
+        acc_t* dvr = DC > 0 ? dvj : dv_acc + j * D;
+        acc_t* dkr = DC > 0 ? dkj : dk_acc + j * D;
+        const acc_t* kj = kr + j * ks;
+        if (DC > 0)
+          for (int64_t d = 0; d < D; ++d) dvr[d] = dkr[d] = 0;
+        for (int64_t i = 0; i < Lq; ++i) {
+          const acc_t pij = P[i * ld + j], dsij = DS[i * ld + j];
+          const acc_t* goi = gom.data() + i * D;
+          const acc_t* qi = qm.data() + i * D;
+          acc_t* dqi = dqm.data() + i * D;
           for (int64_t d = 0; d < D; ++d) {
-            dvj[d] += pj * goi[d];
-            dkj[d] += dsj * qi[d];
-            acc[d] += dsj * kj[d];
+            dvr[d] += pij * goi[d];
+            dkr[d] += dsij * qi[d];
+            dqi[d] += dsij * kj[d];
           }
         }
-        scalar_t* dqo = a.dq + (row_id * Lq + i) * D;
-        for (int64_t d = 0; d < D; ++d) dqo[d] = static_cast<scalar_t>(acc[d]);
+        if (DC > 0) {
+          acc_t* dvo_j = dv_acc + j * D;
+          acc_t* dko_j = dk_acc + j * D;
+          for (int64_t d = 0; d < D; ++d) {
+            dvo_j[d] += dvr[d];
+            dko_j[d] += dkr[d];
+          }
+        }
       }
+      scalar_t* dqo = a.dq + row_id * Lq * D;
+      for (int64_t x = 0; x < Lq * D; ++x) dqo[x] = static_cast<scalar_t>(dqm[x]);
     }
-    for (int64_t x = 0; x < Lk * D; ++x) {
-      dko[x] = static_cast<scalar_t>(w.dk[x]);
-      dvo[x] = static_cast<scalar_t>(w.dv[x]);
-    }
+    if (!direct)
+      for (int64_t x = 0; x < Lk * D; ++x) {
+        dko[x] = static_cast<scalar_t>(w.dk[x]);
+        dvo[x] = static_cast<scalar_t>(w.dv[x]);
+      }
   }
 }
 
