@@ -172,7 +172,7 @@ def video_filename(key: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", key.replace("/", "__")) + ".png"
 
 
-def _frame_strip(frames_dir, key, count=8):
+def _frame_strip(frames_dir, key, count=6):
     folder = os.path.join(frames_dir, *key.split("/"))
     if not os.path.isdir(folder):
         return None
@@ -185,7 +185,7 @@ def _frame_strip(frames_dir, key, count=8):
     tiles = []
     for p in picks:
         with Image.open(os.path.join(folder, names[sampled[p]])) as im:
-            tiles.append(np.asarray(im.convert("RGB").resize((228, 128))))
+            tiles.append(np.asarray(im.convert("RGB").resize((342, 192))))
     return picks, tiles
 
 
@@ -204,7 +204,7 @@ def render_video(row: VideoRow, path, frames_dir=None, method: str = "") -> str:
     exemplar, the exemplars' votes against the true score."""
     strip = _frame_strip(frames_dir, row.key) if frames_dir else None
     fig = plt.figure(figsize=VIDEO_SIZE, dpi=VIDEO_DPI)
-    grid = fig.add_gridspec(3, 2, height_ratios=[0.9, 1.3, 1.5], hspace=0.45, wspace=0.22,
+    grid = fig.add_gridspec(3, 2, height_ratios=[1.25, 1.2, 1.4], hspace=0.45, wspace=0.22,
                             left=0.08, right=0.98, top=0.9, bottom=0.08)
     title = f"{row.key}   dive {row.dive_number}" + (f" (DD {row.difficulty:g})" if row.difficulty else "")
     fig.suptitle(f"{title}   true {row.true_score:.2f}   predicted {row.pred_score:.2f}"

@@ -67,3 +67,23 @@ def test_bad_options(tmp_path, capsys):
     assert "at least 8 dives" in capsys.readouterr().err
     assert demo_main(["--out", str(tmp_path), "--weights", str(tmp_path / "none.pth")]) == 2
     assert "--weights" in capsys.readouterr().err
+
+
+def test_random_i3d_weights_keep_unit_scale(tmp_path):
+    import torch
+
+    from fdperf.backbone import load_i3d
+    from fdperf.demo import random_i3d_weights
+    path = random_i3d_weights(str(tmp_path / "i3d.pth"), seed=3)
+    model, sha = load_i3d(path)           # strict model_rgb.pth layout
+    assert sha != "random-init"
+    again = torch.load(random_i3d_weights(str(tmp_path / "again.pth"), seed=3), weights_only=True)
+    assert all(torch.equal(v, again[k]) for k, v in model.state_dict().items())
+    clip = torch.rand(1, 3, 16, 112, 112, generator=torch.Generator().manual_seed(0)) * 4 - 2
+    with torch.no_grad():
+        feats, maps = model(clip)
+        default, _ = load_i3d(random_init=True, seed=3)
+        tiny, _ = default(clip)
+    # He init keeps a random network's output at unit scale; PyTorch's default shrinks it a lot
+    assert feats.abs().mean() > 0.1 and maps.shape == (1, 1024, 4, 4)
+    assert tiny.abs().mean() < 1e-3 * feats.abs().mean()
