@@ -78,7 +78,9 @@ def test_float32_forward_backward_match_reference(spec, tokens):
 def test_float64_gradcheck(spec, tokens):
     x, bounds, points = sample(spec, torch.float64)
     x = x.detach().requires_grad_()
-    assert torch.autograd.gradcheck(lambda t: segment_resample(t, bounds, points, tokens), (x,))
+    # fast_mode (random projections) keeps the larger samples cheap; small ones get the full check.
+    assert torch.autograd.gradcheck(lambda t: segment_resample(t, bounds, points, tokens), (x,),
+                                    fast_mode=x.numel() > 200)
 
 
 @pytest.mark.parametrize("tokens", [False, True], ids=["frames", "tokens"])

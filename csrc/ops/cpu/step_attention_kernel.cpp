@@ -113,30 +113,49 @@ FD_INLINE void load_transposed(const scalar_t* src, int64_t s_row, int64_t s_col
 typedef float f8 __attribute__((vector_size(32)));
 typedef int i8 __attribute__((vector_size(32)));
 
-FD_INLINE void load_transposed_d8(const float* src, int64_t s_row, int64_t rows, int64_t ld,
-                                  float* dst) {
+FD_INLINE void transpose8(const f8* r, f8* c) {
   const i8 lo = {0, 8, 1, 9, 4, 12, 5, 13}, hi = {2, 10, 3, 11, 6, 14, 7, 15};
   const i8 p01 = {0, 1, 8, 9, 4, 5, 12, 13}, p23 = {2, 3, 10, 11, 6, 7, 14, 15};
   const i8 h0 = {0, 1, 2, 3, 8, 9, 10, 11}, h1 = {4, 5, 6, 7, 12, 13, 14, 15};
+  const f8 t0 = __builtin_shuffle(r[0], r[1], lo), t1 = __builtin_shuffle(r[0], r[1], hi);
+  const f8 t2 = __builtin_shuffle(r[2], r[3], lo), t3 = __builtin_shuffle(r[2], r[3], hi);
+  const f8 t4 = __builtin_shuffle(r[4], r[5], lo), t5 = __builtin_shuffle(r[4], r[5], hi);
+  const f8 t6 = __builtin_shuffle(r[6], r[7], lo), t7 = __builtin_shuffle(r[6], r[7], hi);
+  const f8 u0 = __builtin_shuffle(t0, t2, p01), u1 = __builtin_shuffle(t0, t2, p23);
+  const f8 u2 = __builtin_shuffle(t1, t3, p01), u3 = __builtin_shuffle(t1, t3, p23);
+  const f8 u4 = __builtin_shuffle(t4, t6, p01), u5 = __builtin_shuffle(t4, t6, p23);
+  const f8 u6 = __builtin_shuffle(t5, t7, p01), u7 = __builtin_shuffle(t5, t7, p23);
+  c[0] = __builtin_shuffle(u0, u4, h0);
+  c[1] = __builtin_shuffle(u1, u5, h0);
+  c[2] = __builtin_shuffle(u2, u6, h0);
+  c[3] = __builtin_shuffle(u3, u7, h0);
+  c[4] = __builtin_shuffle(u0, u4, h1);
+  c[5] = __builtin_shuffle(u1, u5, h1);
+  c[6] = __builtin_shuffle(u2, u6, h1);
+  c[7] = __builtin_shuffle(u3, u7, h1);
+}
+
+// src rows [rows][8] (row stride s_row) -> dst [8][ld], pad columns zero.
+FD_INLINE void load_transposed_d8(const float* src, int64_t s_row, int64_t rows, int64_t ld,
+                                  float* dst) {
   for (int64_t j0 = 0; j0 < ld; j0 += 8) {
-    f8 r[8];
+    f8 r[8], c[8];
     for (int i = 0; i < 8; ++i) {
       if (j0 + i < rows) std::memcpy(&r[i], src + (j0 + i) * s_row, sizeof(f8));
       else r[i] = f8{};
     }
-    const f8 t0 = __builtin_shuffle(r[0], r[1], lo), t1 = __builtin_shuffle(r[0], r[1], hi);
-    const f8 t2 = __builtin_shuffle(r[2], r[3], lo), t3 = __builtin_shuffle(r[2], r[3], hi);
-    const f8 t4 = __builtin_shuffle(r[4], r[5], lo), t5 = __builtin_shuffle(r[4], r[5], hi);
-    const f8 t6 = __builtin_shuffle(r[6], r[7], lo), t7 = __builtin_shuffle(r[6], r[7], hi);
-    const f8 u0 = __builtin_shuffle(t0, t2, p01), u1 = __builtin_shuffle(t0, t2, p23);
-    const f8 u2 = __builtin_shuffle(t1, t3, p01), u3 = __builtin_shuffle(t1, t3, p23);
-    const f8 u4 = __builtin_shuffle(t4, t6, p01), u5 = __builtin_shuffle(t4, t6, p23);
-    const f8 u6 = __builtin_shuffle(t5, t7, p01), u7 = __builtin_shuffle(t5, t7, p23);
-    const f8 c[8] = {__builtin_shuffle(u0, u4, h0), __builtin_shuffle(u1, u5, h0),
-                     __builtin_shuffle(u2, u6, h0), __builtin_shuffle(u3, u7, h0),
-                     __builtin_shuffle(u0, u4, h1), __builtin_shuffle(u1, u5, h1),
-                     __builtin_shuffle(u2, u6, h1), __builtin_shuffle(u3, u7, h1)};
+    transpose8(r, c);
     for (int d = 0; d < 8; ++d) std::memcpy(dst + d * ld + j0, &c[d], sizeof(f8));
+  }
+}
+
+// src [8][ld] -> dst rows [rows][8] (contiguous), the inverse of load_transposed_d8.
+FD_INLINE void store_transposed_d8(const float* src, int64_t rows, int64_t ld, float* dst) {
+  for (int64_t j0 = 0; j0 < ld; j0 += 8) {
+    f8 r[8], c[8];
+    for (int d = 0; d < 8; ++d) std::memcpy(&r[d], src + d * ld + j0, sizeof(f8));
+    transpose8(r, c);
+    for (int i = 0; i < 8 && j0 + i < rows; ++i) std::memcpy(dst + (j0 + i) * 8, &c[i], sizeof(f8));
   }
 }
 #define FD_HAVE_TRANSPOSE_D8 1
@@ -154,6 +173,17 @@ FD_INLINE void load_tile_transposed(const scalar_t* src, int64_t s_row, int64_t 
   }
 #endif
   load_transposed(src, s_row, s_col, rows, D, ld, dst);
+}
+
+// [D][ld] accumulators -> contiguous [rows][D] output rows.
+template <int DC, typename scalar_t, typename acc_t>
+FD_INLINE void store_tile_transposed(const acc_t* src, int64_t rows, int64_t D, int64_t ld,
+                                     scalar_t* dst) {
+#if FD_HAVE_TRANSPOSE_D8
+  if constexpr (DC == 8 && std::is_same_v<scalar_t, float>) return store_transposed_d8(src, rows, ld, dst);
+#endif
+  for (int64_t j = 0; j < rows; ++j)
+    for (int64_t d = 0; d < D; ++d) dst[j * D + d] = static_cast<scalar_t>(src[d * ld + j]);
 }
 
 template <typename scalar_t, typename acc_t>
@@ -263,43 +293,25 @@ FD_INLINE void backward_tasks(const AttnArgs<scalar_t>& a, int64_t begin, int64_
   using acc_t = acc_of<scalar_t>;
   const int64_t D = DC > 0 ? DC : a.D, Lk = a.Lk, ld = round_up(Lk), Lq = a.Lq;
   Scratch<acc_t> w(Lk, D);
-  // Per query row n: q, dO (row-major [Lq][D]), P and dS ([Lq][ld]), dq accumulators.
-  std::vector<acc_t> qm(Lq * D), gom(Lq * D), dqm(Lq * D), P(Lq * ld), DS(Lq * ld), qs(D);
+  // Everything with the key axis along the vector lanes: P and dS [Lq][ld], and the k/v
+  // gradient accumulators transposed, dkT/dvT [D][ld]; transposed back once per task.
+  std::vector<acc_t> qm(Lq * D), gom(Lq * D), P(Lq * ld), DS(Lq * ld), qs(D), dkT(D * ld),
+      dvT(D * ld);
   for (int64_t t = begin; t < end; ++t) {
     const int64_t e = t / (a.H * a.S), h = (t / a.S) % a.H, s = t % a.S;
-    scalar_t* dko = a.dk + t * Lk * D;
-    scalar_t* dvo = a.dv + t * Lk * D;
     if (a.start[e] == a.start[e + 1]) continue;  // unused row: its gradient stays zero
-    const scalar_t* kt = a.k.tile(e, h, s);
-    // Same-dtype fast paths: k rows read in place, dk/dv summed straight into the (zeroed)
-    // outputs, which this task alone writes.
-    constexpr bool direct = std::is_same_v<scalar_t, acc_t>;
-    const acc_t* kr;
-    int64_t ks;
-    if (direct && a.k.s4 == 1) {
-      kr = reinterpret_cast<const acc_t*>(kt);
-      ks = a.k.s3;
-    } else {
-      load_rows(kt, a.k.s3, a.k.s4, Lk, D, w.k.data());
-      kr = w.k.data();
-      ks = D;
-    }
-    acc_t* dk_acc = direct ? reinterpret_cast<acc_t*>(dko) : w.dk.data();
-    acc_t* dv_acc = direct ? reinterpret_cast<acc_t*>(dvo) : w.dv.data();
-    load_tile_transposed<DC>(kt, a.k.s3, a.k.s4, Lk, D, ld, w.kT.data());
+    load_tile_transposed<DC>(a.k.tile(e, h, s), a.k.s3, a.k.s4, Lk, D, ld, w.kT.data());
     load_tile_transposed<DC>(a.v.tile(e, h, s), a.v.s3, a.v.s4, Lk, D, ld, w.vT.data());
-    if (!direct) {
-      std::fill(w.dk.begin(), w.dk.end(), acc_t(0));
-      std::fill(w.dv.begin(), w.dv.end(), acc_t(0));
-    }
+    std::fill(dkT.begin(), dkT.end(), acc_t(0));
+    std::fill(dvT.begin(), dvT.end(), acc_t(0));
     for (int64_t u = a.start[e]; u < a.start[e + 1]; ++u) {
       const int64_t n = a.order[u];
       const scalar_t* qt = a.q.tile(n, h, s);
       const scalar_t* got = a.go.tile(n, h, s);
       const scalar_t* ot = a.o.tile(n, h, s);
       const int64_t row_id = (n * a.H + h) * a.S + s;
-      // 1) per query i: P_i = softmax row recomputed from the saved log-sum-exp,
-      //    dS_i = P_i (dO_i . v_j - dO_i . o_i) * scale.
+      // P_i = softmax row recomputed from the saved log-sum-exp;
+      // dS_i = P_i (dO_i . v_j - dO_i . o_i) * scale.
       for (int64_t i = 0; i < Lq; ++i) {
         acc_t* qi = qm.data() + i * D;
         acc_t* goi = gom.data() + i * D;
@@ -319,44 +331,36 @@ FD_INLINE void backward_tasks(const AttnArgs<scalar_t>& a, int64_t begin, int64_
         block_dots<DC>(goi, w.vT.data(), ld, D, ds);
         for (int64_t j = 0; j < ld; ++j) ds[j] = p[j] * (ds[j] - delta) * a.scale;
       }
-      // 2) one pass over the keys: dv_j += sum_i P_ij dO_i, dk_j += sum_i dS_ij q_i (kept in
-      //    registers across i), dq_i += dS_ij k_j.
-      std::fill(dqm.begin(), dqm.end(), acc_t(0));
-      for (int64_t j = 0; j < Lk; ++j) {
-        acc_t dvj[DC > 0 ? DC : 1], dkj[DC > 0 ? DC : 1];
-        acc_t* dvr = DC > 0 ? dvj : dv_acc + j * D;
-        acc_t* dkr = DC > 0 ? dkj : dk_acc + j * D;
-        const acc_t* kj = kr + j * ks;
-        if (DC > 0)
-          for (int64_t d = 0; d < D; ++d) dvr[d] = dkr[d] = 0;
+      // dvT[d] += sum_i dO_i[d] P_i ; dkT[d] += sum_i q_i[d] dS_i  (vectorised over keys)
+      for (int64_t d = 0; d < D; ++d) {
+        acc_t* dv = dvT.data() + d * ld;
+        acc_t* dk = dkT.data() + d * ld;
         for (int64_t i = 0; i < Lq; ++i) {
-          const acc_t pij = P[i * ld + j], dsij = DS[i * ld + j];
-          const acc_t* goi = gom.data() + i * D;
-          const acc_t* qi = qm.data() + i * D;
-          acc_t* dqi = dqm.data() + i * D;
-          for (int64_t d = 0; d < D; ++d) {
-            dvr[d] += pij * goi[d];
-            dkr[d] += dsij * qi[d];
-            dqi[d] += dsij * kj[d];
-          }
-        }
-        if (DC > 0) {
-          acc_t* dvo_j = dv_acc + j * D;
-          acc_t* dko_j = dk_acc + j * D;
-          for (int64_t d = 0; d < D; ++d) {
-            dvo_j[d] += dvr[d];
-            dko_j[d] += dkr[d];
+          const acc_t g = gom[i * D + d], qv = qm[i * D + d];
+          const acc_t* p = P.data() + i * ld;
+          const acc_t* ds = DS.data() + i * ld;
+          for (int64_t j = 0; j < ld; ++j) {
+            dv[j] += g * p[j];
+            dk[j] += qv * ds[j];
           }
         }
       }
+      // dq_i[d] = sum_j dS_i[j] k[j][d]: dot products over the keys, kLanes partial sums.
       scalar_t* dqo = a.dq + row_id * Lq * D;
-      for (int64_t x = 0; x < Lq * D; ++x) dqo[x] = static_cast<scalar_t>(dqm[x]);
+      for (int64_t i = 0; i < Lq; ++i)
+        for (int64_t d = 0; d < D; ++d) {
+          const acc_t* ds = DS.data() + i * ld;
+          const acc_t* kd = w.kT.data() + d * ld;
+          acc_t part[kLanes] = {};
+          for (int64_t j0 = 0; j0 < ld; j0 += kLanes)
+            for (int64_t l = 0; l < kLanes; ++l) part[l] += ds[j0 + l] * kd[j0 + l];
+          acc_t sum = 0;
+          for (int64_t l = 0; l < kLanes; ++l) sum += part[l];
+          dqo[i * D + d] = static_cast<scalar_t>(sum);
+        }
     }
-    if (!direct)
-      for (int64_t x = 0; x < Lk * D; ++x) {
-        dko[x] = static_cast<scalar_t>(w.dk[x]);
-        dvo[x] = static_cast<scalar_t>(w.dv[x]);
-      }
+    store_tile_transposed<DC>(dkT.data(), Lk, D, ld, a.dk + t * Lk * D);
+    store_tile_transposed<DC>(dvT.data(), Lk, D, ld, a.dv + t * Lk * D);
   }
 }
 
