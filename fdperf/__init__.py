@@ -21,8 +21,8 @@ _EXPORTS = {
     "window_argmax": "fdperf.ops",
     "FeatureStore": "fdperf.features",
     "extract_features": "fdperf.extraction",
-    "train": "fdperf.training",
-    "evaluate": "fdperf.vote",
+    "train_model": "fdperf.training",
+    "evaluate_model": "fdperf.vote",
     "generate_dataset": "fdperf.synthetic",
     "write_report": "fdperf.reporting",
     "run_demo": "fdperf.demo",
@@ -34,7 +34,11 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 
+# fdperf.train and fdperf.evaluate are the CLI modules: their functions go by other names here.
+_ALIASES = {"train_model": "train", "evaluate_model": "evaluate"}
+
+
 def __getattr__(name):
     if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
+        return getattr(importlib.import_module(_EXPORTS[name]), _ALIASES.get(name, name))
     raise AttributeError(f"module 'fdperf' has no attribute {name!r}")

@@ -361,8 +361,8 @@ def train(store_path, annotations, out_dir, *, method: str = "TSA", max_epoch: i
     try:
         for epoch in iterator:
             t0 = time.perf_counter()
-            # TSA-oracle works with ground-truth transitions throughout (training and test)
-            use_gt = method == "TSA-oracle" or epoch / max_epoch <= prob_tas_threshold
+            # TSA-oracle trains exactly as TSA; only its evaluation uses ground-truth transitions
+            use_gt = epoch / max_epoch <= prob_tas_threshold
             for s in (step, tail):
                 if s is not None:
                     s.use_gt.fill_(use_gt)

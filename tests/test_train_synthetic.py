@@ -1,10 +1,11 @@
 """Learnability on a synthetic feature set whose score depends on step-local features
 (fdperf.tsa.synthetic): TSA learns it on held-out videos, F+R (snippet-averaged features) cannot,
-and ground-truth transitions (TSA-oracle) do as well as predicted ones."""
+and ground-truth transitions at test time (TSA-oracle) score at least as well as predicted ones."""
 import pytest
 import torch
 
 from fdperf.training import train
+from fdperf.vote import evaluate
 from fdperf.tsa.synthetic import make_synthetic_features
 
 
@@ -18,20 +19,23 @@ def one_thread():
 
 
 def test_tsa_learns_step_local_scores_and_beats_feature_regression(tmp_path, one_thread):
-    store, ann = make_synthetic_features(tmp_path / "data", n_train=64, n_test=48, seed=0)
-    common = dict(max_epoch=8, bs_train=4, base_lr=1e-3, voter_number=5, eval_every=8, seed=0,
+    # Faint step patterns (pattern_scale 0.05): the steps are hard to see in the features, so
+    # where the transitions fall matters, and ground-truth ones must help the same weights.
+    store, ann = make_synthetic_features(tmp_path / "data", n_train=64, n_test=48, seed=0,
+                                         pattern_scale=0.05)
+    common = dict(max_epoch=12, bs_train=4, base_lr=1e-3, voter_number=5, eval_every=12, seed=0,
                   device="cpu", progress=False, log=lambda line: None)
     tsa = train(store, ann, tmp_path / "tsa", method="TSA", **common)
     fr = train(store, ann, tmp_path / "fr", method="F+R", **common)
-    oracle = train(store, ann, tmp_path / "oracle", method="TSA-oracle", **common)
-    rho_tsa, rho_fr, rho_oracle = tsa.last["rho"], fr.last["rho"], oracle.last["rho"]
+    # TSA-oracle = the same training, ground-truth transitions at test time (issue 5)
+    oracle = evaluate(tsa.last_checkpoint, store, ann, tmp_path / "oracle", voter_number=5,
+                      transitions="oracle", device="cpu")
+    rho_tsa, rho_fr, rho_oracle = tsa.last["rho"], fr.last["rho"], oracle.metrics["rho"]
     print(f"held-out rho: TSA {rho_tsa:.3f}  F+R {rho_fr:.3f}  TSA-oracle {rho_oracle:.3f}")
     assert rho_tsa >= 0.8
     assert rho_tsa > rho_fr + 0.2
-    # Ground-truth transitions must not hurt. On this set a step's content also tells its
-    # step, so they help little (TSA's own transitions score AIoU@0.5 around 50 % and its rho is
-    # within 0.01-0.03 of the oracle's over seeds): the margin covers that run-to-run spread.
-    assert rho_oracle >= rho_tsa - 0.02
-    assert oracle.last["aiou75"] == 100.0 and tsa.last["aiou75"] < 100.0
+    # Ground-truth transitions must not hurt the same weights.
+    assert rho_oracle >= rho_tsa
+    assert oracle.metrics["aiou75"] == 100.0 and tsa.last["aiou75"] < 100.0
     # the last-epoch figure is reported next to the best-epoch one, labelled
-    assert tsa.best["epoch"] == 7 and tsa.last["rho"] == pytest.approx(tsa.best["rho"])
+    assert tsa.best["epoch"] == 11 and tsa.last["rho"] == pytest.approx(tsa.best["rho"])
