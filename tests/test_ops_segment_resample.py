@@ -168,11 +168,11 @@ def test_backward_validation_errors():
     bounds = torch.tensor([[2, 5]])
     op = torch.ops.fdperf.segment_resample_backward
     with pytest.raises(RuntimeError, match="grad has shape"):
-        op(torch.zeros(1, 3, 14), bounds, 5, False, [1, 3, 8])
+        op(torch.zeros(1, 3, 14), bounds, 5, False, [1, 3, 8], [])
     with pytest.raises(RuntimeError, match="grad has shape"):
-        op(torch.zeros(1, 3, 15, 3), bounds, 5, True, [1, 3, 8])
+        op(torch.zeros(1, 3, 15, 3), bounds, 5, True, [1, 3, 8], [])
     with pytest.raises(RuntimeError, match="strictly increasing"):
-        op(torch.zeros(1, 3, 15), torch.tensor([[5, 2]]), 5, False, [1, 3, 8])
+        op(torch.zeros(1, 3, 15), torch.tensor([[5, 2]]), 5, False, [1, 3, 8], [])
 
 
 # ------------------------------------------------------------------------------------ CUDA
@@ -241,3 +241,19 @@ def test_batched_baseline_matches_reference(spec):
     x, bounds, points = sample(spec, torch.float64)
     torch.testing.assert_close(segment_resample_batched(x, bounds, points),
                                segment_resample_reference(x, bounds, points))
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "tsa", "time_last", "strided"])
+def test_gradient_takes_the_layout_of_x(layout):
+    # A dense x gets its gradient in its own strides (autograd then needs no layout copy);
+    # a non-dense one (a strided slice) gets a contiguous gradient.
+    x, bounds, points = sample((2, 3, 12, (2, 2), 2, 5, layout), torch.float32)
+    x = x.detach().requires_grad_()
+    segment_resample(x, bounds, points, tokens=True).sum().backward()
+    if layout == "strided":
+        assert x.grad.is_contiguous()
+    else:
+        assert x.grad.stride() == x.stride()
+    op = torch.ops.fdperf.segment_resample_backward
+    gx = op(torch.ones(2, 3, 20, 3), bounds, points, True, list(x.shape), list(x.stride()))
+    torch.testing.assert_close(gx, x.grad)

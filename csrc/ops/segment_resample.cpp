@@ -2,6 +2,8 @@
 
 #include <ATen/core/dispatch/Dispatcher.h>
 
+#include <algorithm>
+
 namespace fdperf {
 
 at::Tensor segment_resample(const at::Tensor& x, const at::Tensor& bounds, int64_t points,
@@ -13,13 +15,37 @@ at::Tensor segment_resample(const at::Tensor& x, const at::Tensor& bounds, int64
 }
 
 at::Tensor segment_resample_backward(const at::Tensor& grad, const at::Tensor& bounds,
-                                     int64_t points, bool tokens, at::IntArrayRef x_size) {
+                                     int64_t points, bool tokens, at::IntArrayRef x_size,
+                                     at::IntArrayRef x_stride) {
   static auto op =
       c10::Dispatcher::singleton()
           .findSchemaOrThrow("fdperf::segment_resample_backward", "")
           .typed<at::Tensor(const at::Tensor&, const at::Tensor&, int64_t, bool,
-                            c10::SymIntArrayRef)>();
-  return op.call(grad, bounds, points, tokens, c10::fromIntArrayRefSlow(x_size));
+                            c10::SymIntArrayRef, c10::SymIntArrayRef)>();
+  return op.call(grad, bounds, points, tokens, c10::fromIntArrayRefSlow(x_size),
+                 c10::fromIntArrayRefSlow(x_stride));
+}
+
+at::Tensor empty_like_layout(at::IntArrayRef size, at::IntArrayRef stride,
+                             const at::TensorOptions& options) {
+  bool dense = stride.size() == size.size();
+  if (dense) {  // visit dims from the smallest stride: each must step over the ones before it
+    std::vector<int64_t> dims(size.size());
+    for (size_t i = 0; i < dims.size(); ++i) dims[i] = static_cast<int64_t>(i);
+    std::stable_sort(dims.begin(), dims.end(),
+                     [&](int64_t a, int64_t b) { return stride[a] < stride[b]; });
+    int64_t expected = 1;
+    for (int64_t d : dims) {
+      if (size[d] == 1) continue;
+      if (stride[d] != expected) {
+        dense = false;
+        break;
+      }
+      expected *= size[d];
+    }
+  }
+  if (dense) return at::empty_strided(size, stride, options);
+  return at::empty(size, options.memory_format(at::MemoryFormat::Contiguous));
 }
 
 void check_segment_resample_args(const at::Tensor& x, const at::Tensor& bounds, int64_t points) {

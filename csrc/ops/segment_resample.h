@@ -9,9 +9,17 @@ namespace fdperf {
 at::Tensor segment_resample(const at::Tensor& x, const at::Tensor& bounds, int64_t points,
                             bool tokens = false);
 
-// Gradient with respect to x of segment_resample (bounds are not differentiable).
+// Gradient with respect to x of segment_resample (bounds are not differentiable). It gets
+// x's strides when they describe a dense layout (so autograd need not copy it into x's layout),
+// else it is contiguous; x_stride may be empty.
 at::Tensor segment_resample_backward(const at::Tensor& grad, const at::Tensor& bounds,
-                                     int64_t points, bool tokens, at::IntArrayRef x_size);
+                                     int64_t points, bool tokens, at::IntArrayRef x_size,
+                                     at::IntArrayRef x_stride = {});
+
+// Uninitialised gradient buffer of shape `size`: strided like `stride` when that is a
+// non-overlapping dense layout of `size`, contiguous otherwise.
+at::Tensor empty_like_layout(at::IntArrayRef size, at::IntArrayRef stride,
+                             const at::TensorOptions& options);
 
 // Device-independent argument checks shared by the CPU and CUDA kernels. The values of
 // `bounds` are checked by the kernels themselves (see the .cu file for the CUDA rule).

@@ -50,20 +50,37 @@ def _segment_resample_fake(x, bounds, points, tokens=False):
     return x.new_empty(shape)
 
 
+def _is_dense(size, stride):
+    """True when `stride` lays `size` out without gaps or overlaps (the kernels' rule)."""
+    if len(stride) != len(size):
+        return False
+    expected = 1
+    for d in sorted(range(len(size)), key=lambda d: stride[d]):
+        if size[d] == 1:
+            continue
+        if stride[d] != expected:
+            return False
+        expected *= size[d]
+    return True
+
+
 @torch.library.register_fake("fdperf::segment_resample_backward")
-def _segment_resample_backward_fake(grad, bounds, points, tokens, x_size):
+def _segment_resample_backward_fake(grad, bounds, points, tokens, x_size, x_stride):
+    if _is_dense(x_size, x_stride):
+        return grad.new_empty_strided(x_size, x_stride)
     return grad.new_empty(x_size)
 
 
 def _segment_resample_setup(ctx, inputs, output):
     x, bounds, points, tokens = inputs
     ctx.save_for_backward(bounds)
-    ctx.points, ctx.tokens, ctx.x_size = points, tokens, list(x.shape)
+    ctx.points, ctx.tokens, ctx.x_size, ctx.x_stride = points, tokens, list(x.shape), list(x.stride())
 
 
 def _segment_resample_backward(ctx, grad):
     (bounds,) = ctx.saved_tensors
-    gx = torch.ops.fdperf.segment_resample_backward(grad, bounds, ctx.points, ctx.tokens, ctx.x_size)
+    gx = torch.ops.fdperf.segment_resample_backward(grad, bounds, ctx.points, ctx.tokens,
+                                                    ctx.x_size, ctx.x_stride)
     return gx, None, None, None
 
 

@@ -68,8 +68,11 @@ template <typename scalar_t>
 void backward_impl(const at::Tensor& grad, const at::Tensor& bounds, at::Tensor& gx, int64_t points,
                    bool tokens) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t B = gx.size(0), C = gx.size(1), T = gx.size(2);
-  const int64_t HW = gx.numel() / std::max<int64_t>(1, B * C * T);
+  const auto gx5 = as_5d(gx);  // zero-filled, any dense layout
+  const int64_t B = gx5.size(0), C = gx5.size(1), T = gx5.size(2), W = gx5.size(4);
+  const int64_t HW = gx5.size(3) * W;
+  const int64_t xb = gx5.stride(0), xc = gx5.stride(1), xt = gx5.stride(2), xh = gx5.stride(3),
+                xw = gx5.stride(4);
   const int64_t L = bounds.size(1), steps = L + 1;
   // grad viewed as [B, steps, points, HW, C] (tokens) or [B, C, steps, points, HW].
   const at::Tensor g = tokens ? grad.reshape({B, steps, points, HW, C})
@@ -77,7 +80,7 @@ void backward_impl(const at::Tensor& grad, const at::Tensor& bounds, at::Tensor&
   const int64_t g0 = g.stride(0), g1 = g.stride(1), g2 = g.stride(2), g3 = g.stride(3),
                 g4 = g.stride(4);
   const scalar_t* gp = g.data_ptr<scalar_t>();
-  scalar_t* xp = gx.data_ptr<scalar_t>();  // contiguous [B, C, T, HW], zero-filled
+  scalar_t* xp = gx5.data_ptr<scalar_t>();
   const int64_t* bp = bounds.data_ptr<int64_t>();
   // One task per segment (b, j): segments cover disjoint frames, so tasks never write the same
   // element and the scatter needs no atomics.
@@ -89,18 +92,19 @@ void backward_impl(const at::Tensor& grad, const at::Tensor& bounds, at::Tensor&
       for (int64_t p = 0; p < points; ++p) {
         const auto tap = lerp_tap<acc_t>(e - a, points, p);
         const acc_t w1 = tap.w1, w0 = acc_t(1) - w1;
-        scalar_t* x0 = xp + (b * C * T + a + tap.i0) * HW;
-        scalar_t* x1 = xp + (b * C * T + a + tap.i1) * HW;
+        scalar_t* x0 = xp + b * xb + (a + tap.i0) * xt;
+        scalar_t* x1 = xp + b * xb + (a + tap.i1) * xt;
         for (int64_t c = 0; c < C; ++c) {
           const scalar_t* gc = tokens ? gp + b * g0 + j * g1 + p * g2 + c * g4
                                       : gp + b * g0 + c * g1 + j * g2 + p * g3;
           const int64_t gs = tokens ? g3 : g4;
-          scalar_t* x0c = x0 + c * T * HW;
-          scalar_t* x1c = x1 + c * T * HW;
+          scalar_t* x0c = x0 + c * xc;
+          scalar_t* x1c = x1 + c * xc;
           for (int64_t s = 0; s < HW; ++s) {
             const acc_t gv = static_cast<acc_t>(gc[s * gs]);
-            x0c[s] = static_cast<scalar_t>(static_cast<acc_t>(x0c[s]) + w0 * gv);
-            x1c[s] = static_cast<scalar_t>(static_cast<acc_t>(x1c[s]) + w1 * gv);
+            const int64_t o = (s / W) * xh + (s % W) * xw;
+            x0c[o] = static_cast<scalar_t>(static_cast<acc_t>(x0c[o]) + w0 * gv);
+            x1c[o] = static_cast<scalar_t>(static_cast<acc_t>(x1c[o]) + w1 * gv);
           }
         }
       }
@@ -129,13 +133,15 @@ at::Tensor segment_resample_cpu(const at::Tensor& x, const at::Tensor& bounds, i
 }
 
 at::Tensor segment_resample_backward_cpu(const at::Tensor& grad, const at::Tensor& bounds,
-                                         int64_t points, bool tokens, c10::SymIntArrayRef x_size) {
+                                         int64_t points, bool tokens, c10::SymIntArrayRef x_size,
+                                         c10::SymIntArrayRef x_stride) {
   const auto size = C10_AS_INTARRAYREF_SLOW(x_size);
   check_segment_resample_backward_args(grad, bounds, points, tokens, size);
   check_cpu_dtype(grad, "segment_resample_backward: grad");
   const auto b = bounds.contiguous();
   if (size[0] > 0) check_bounds_values_cpu(b, size[2]);
-  auto gx = at::zeros(size, grad.options().memory_format(at::MemoryFormat::Contiguous));
+  auto gx = empty_like_layout(size, C10_AS_INTARRAYREF_SLOW(x_stride), grad.options());
+  gx.zero_();
   if (gx.numel() == 0 || grad.numel() == 0) return gx;
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "segment_resample_backward_cpu", [&] {
     backward_impl<scalar_t>(grad, b, gx, points, tokens);

@@ -66,7 +66,8 @@ __global__ void forward_kernel(const scalar_t* __restrict__ x, const int64_t* __
 template <typename scalar_t>
 __global__ void backward_kernel(const scalar_t* __restrict__ g, const int64_t* __restrict__ bounds,
                                 scalar_t* __restrict__ gx, int64_t total, int64_t C, int64_t T,
-                                int64_t HW, int64_t L, int64_t points, bool tokens) {
+                                int64_t W, int64_t HW, int64_t xb, int64_t xc, int64_t xt,
+                                int64_t xh, int64_t xw, int64_t L, int64_t points, bool tokens) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t steps = L + 1;
   for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
@@ -92,7 +93,7 @@ __global__ void backward_kernel(const scalar_t* __restrict__ g, const int64_t* _
         if (hit1) sum += tap.w1 * gv;
       }
     }
-    gx[idx] = static_cast<scalar_t>(sum);
+    gx[b * xb + c * xc + t * xt + (sp / W) * xh + (sp % W) * xw] = static_cast<scalar_t>(sum);
   }
 }
 
@@ -127,21 +128,23 @@ at::Tensor segment_resample_cuda(const at::Tensor& x, const at::Tensor& bounds, 
 
 at::Tensor segment_resample_backward_cuda(const at::Tensor& grad, const at::Tensor& bounds,
                                           int64_t points, bool tokens,
-                                          c10::SymIntArrayRef x_size) {
+                                          c10::SymIntArrayRef x_size,
+                                          c10::SymIntArrayRef x_stride) {
   const auto size = C10_AS_INTARRAYREF_SLOW(x_size);
   check_segment_resample_backward_args(grad, bounds, points, tokens, size);
   c10::cuda::CUDAGuard guard(grad.device());
   const auto b = bounds.contiguous();
   const auto g = grad.contiguous();
-  auto gx = at::empty(size, grad.options().memory_format(at::MemoryFormat::Contiguous));
+  auto gx = empty_like_layout(size, C10_AS_INTARRAYREF_SLOW(x_stride), grad.options());
   const int64_t total = gx.numel();
   if (total == 0) return gx;
-  const int64_t B = size[0], C = size[1], T = size[2], HW = total / (B * C * T);
+  const auto gx5 = as_5d(gx);  // every element is written once (gather form)
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "segment_resample_backward_cuda", [&] {
     backward_kernel<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(
-        g.data_ptr<scalar_t>(), b.data_ptr<int64_t>(), gx.data_ptr<scalar_t>(), total, C, T, HW,
-        b.size(1), points, tokens);
+        g.data_ptr<scalar_t>(), b.data_ptr<int64_t>(), gx5.data_ptr<scalar_t>(), total,
+        gx5.size(1), gx5.size(2), gx5.size(4), gx5.size(3) * gx5.size(4), gx5.stride(0),
+        gx5.stride(1), gx5.stride(2), gx5.stride(3), gx5.stride(4), b.size(1), points, tokens);
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return gx;
