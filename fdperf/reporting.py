@@ -189,10 +189,10 @@ def _frame_strip(frames_dir, key, count=6):
     return picks, tiles
 
 
-def _step_bar(ax, bounds, y, label):
+def _step_bar(ax, bounds, y, label, height):
     edges = [0, *bounds, NUM_FRAMES]
     for s in range(len(edges) - 1):
-        ax.barh(y, edges[s + 1] - edges[s], left=edges[s], height=0.26,
+        ax.barh(y, edges[s + 1] - edges[s], left=edges[s], height=height,
                 color=STEP_COLOURS[s % len(STEP_COLOURS)], edgecolor="white")
         ax.text((edges[s] + edges[s + 1]) / 2, y, f"step {s + 1}", ha="center", va="center",
                 color="white", fontsize=8)
@@ -227,14 +227,17 @@ def render_video(row: VideoRow, path, frames_dir=None, method: str = "") -> str:
         bars.append((row.true_t, "true"))
     if row.pred_t:
         bars.append((row.pred_t, "predicted"))
+    # Probabilities on their own scale (PSNet's peaks are often far below 1), step bars above.
+    top = max(0.05, 1.1 * float(row.probs.max())) if row.probs is not None else 1.0
     for i, (b, label) in enumerate(bars):
-        _step_bar(ax, b, 1.22 + 0.32 * i, label)
+        _step_bar(ax, b, top * (1.22 + 0.32 * i), label, 0.26 * top)
     if row.probs is not None:
         for k in range(row.probs.shape[1]):
             ax.plot(np.arange(NUM_FRAMES), row.probs[:, k], color=STEP_COLOURS[(k + 1) % 5], lw=1.5,
-                    label=f"P(transition {k + 1})")
+                    label=f"P(transition {k + 1}) (left axis)")
     else:
         ax.text(48, 0.5, "no transition probabilities for this method", ha="center", color="grey")
+    ax.axhline(top * 1.05, color="grey", lw=0.5)
     for t in row.true_t:
         ax.axvline(t, color="black", lw=1.5)
     for t in row.pred_t:
@@ -243,10 +246,9 @@ def render_video(row: VideoRow, path, frames_dir=None, method: str = "") -> str:
     if row.pred_t:
         ax.plot([], [], color="crimson", lw=1.5, ls="--", label="predicted transition")
     ax.set_xlim(0, NUM_FRAMES)
-    ax.set_ylim(0, 1.1 + 0.32 * max(len(bars), 1))
-    ax.set_yticks([0, 0.5, 1.0])
+    ax.set_ylim(0, top * (1.1 + 0.32 * max(len(bars), 1)))
+    ax.set_yticks([0, top / 2.2, top / 1.1], [f"{v:.2g}" for v in (0, top / 2.2, top / 1.1)])
     ax.set_xlabel("sampled frame (of 96)")
-    ax.set_ylabel("probability")
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), fontsize=8, ncol=5, frameon=False,
               title="timeline" + (f" (tIoU {row.tiou:.2f})" if row.tiou is not None else ""),
               title_fontsize=9)
