@@ -18,7 +18,7 @@ from fdperf.ops.reference import (segment_resample_batched, segment_resample_ref
                                   segment_tokens_reference, step_attention_reference)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-FAST, SLOW = 20, 3  # rounds for the fused/batched versions and for the slow references
+FAST, SLOW = 50, 3  # rounds for the fused/batched versions and for the slow references
 
 
 def sync():

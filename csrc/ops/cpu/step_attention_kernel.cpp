@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <vector>
@@ -299,7 +300,11 @@ FD_INLINE void backward_tasks(const AttnArgs<scalar_t>& a, int64_t begin, int64_
       dvT(D * ld);
   for (int64_t t = begin; t < end; ++t) {
     const int64_t e = t / (a.H * a.S), h = (t / a.S) % a.H, s = t % a.S;
-    if (a.start[e] == a.start[e + 1]) continue;  // unused row: its gradient stays zero
+    if (a.start[e] == a.start[e + 1]) {  // unused row: zero gradient
+      std::fill(a.dk + t * Lk * D, a.dk + (t + 1) * Lk * D, scalar_t(0));
+      std::fill(a.dv + t * Lk * D, a.dv + (t + 1) * Lk * D, scalar_t(0));
+      continue;
+    }
     load_tile_transposed<DC>(a.k.tile(e, h, s), a.k.s3, a.k.s4, Lk, D, ld, w.kT.data());
     load_tile_transposed<DC>(a.v.tile(e, h, s), a.v.s3, a.v.s4, Lk, D, ld, w.vT.data());
     std::fill(dkT.begin(), dkT.end(), acc_t(0));
@@ -331,20 +336,25 @@ FD_INLINE void backward_tasks(const AttnArgs<scalar_t>& a, int64_t begin, int64_
         block_dots<DC>(goi, w.vT.data(), ld, D, ds);
         for (int64_t j = 0; j < ld; ++j) ds[j] = p[j] * (ds[j] - delta) * a.scale;
       }
-      // dvT[d] += sum_i dO_i[d] P_i ; dkT[d] += sum_i q_i[d] dS_i  (vectorised over keys)
-      for (int64_t d = 0; d < D; ++d) {
-        acc_t* dv = dvT.data() + d * ld;
-        acc_t* dk = dkT.data() + d * ld;
-        for (int64_t i = 0; i < Lq; ++i) {
-          const acc_t g = gom[i * D + d], qv = qm[i * D + d];
-          const acc_t* p = P.data() + i * ld;
-          const acc_t* ds = DS.data() + i * ld;
-          for (int64_t j = 0; j < ld; ++j) {
-            dv[j] += g * p[j];
-            dk[j] += qv * ds[j];
+      // dvT[d] += sum_i dO_i[d] P_i ; dkT[d] += sum_i q_i[d] dS_i, vectorised over keys with
+      // one block of kLanes keys held in registers across the queries.
+      for (int64_t d = 0; d < D; ++d)
+        for (int64_t j0 = 0; j0 < ld; j0 += kLanes) {
+          acc_t av[kLanes], ak[kLanes];
+          acc_t* dv = dvT.data() + d * ld + j0;
+          acc_t* dk = dkT.data() + d * ld + j0;
+          for (int64_t l = 0; l < kLanes; ++l) av[l] = dv[l];
+          for (int64_t l = 0; l < kLanes; ++l) ak[l] = dk[l];
+          for (int64_t i = 0; i < Lq; ++i) {
+            const acc_t g = gom[i * D + d], qv = qm[i * D + d];
+            const acc_t* p = P.data() + i * ld + j0;
+            const acc_t* ds = DS.data() + i * ld + j0;
+            for (int64_t l = 0; l < kLanes; ++l) av[l] += g * p[l];
+            for (int64_t l = 0; l < kLanes; ++l) ak[l] += qv * ds[l];
           }
+          for (int64_t l = 0; l < kLanes; ++l) dv[l] = av[l];
+          for (int64_t l = 0; l < kLanes; ++l) dk[l] = ak[l];
         }
-      }
       // dq_i[d] = sum_j dS_i[j] k[j][d]: dot products over the keys, kLanes partial sums.
       scalar_t* dqo = a.dq + row_id * Lq * D;
       for (int64_t i = 0; i < Lq; ++i)
@@ -380,9 +390,11 @@ FD_TARGET_AVX2 void backward_avx2(const AttnArgs<scalar_t>& a, int64_t b, int64_
 }
 #endif
 
+// FDPERF_DISABLE_AVX2=1 forces the baseline build of the kernels (the tests use it to check it).
 bool cpu_has_avx2() {
 #if FD_HAVE_AVX2
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                          std::getenv("FDPERF_DISABLE_AVX2") == nullptr;
   return has;
 #else
   return false;
@@ -473,10 +485,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> step_attention_backward_cpu(
   check_step_attention_backward_args(grad_out, q, k, v, index, out, lse);
   check_cpu(q, index, k.size(0));
   const auto contiguous = q.options().memory_format(at::MemoryFormat::Contiguous);
-  auto dq = at::zeros(q.sizes(), contiguous);
-  auto dk = at::zeros(k.sizes(), contiguous);
-  auto dv = at::zeros(v.sizes(), contiguous);
-  if (dk.numel() == 0 || q.numel() == 0) return {dq, dk, dv};
+  // The kernel writes every element: each query row is handled by exactly one task, and a
+  // task zero-fills the gradient of a k/v row that no query used.
+  auto dq = at::empty(q.sizes(), contiguous);
+  auto dk = at::empty(k.sizes(), contiguous);
+  auto dv = at::empty(v.sizes(), contiguous);
+  if (dk.numel() == 0 || q.numel() == 0) return {dq.zero_(), dk.zero_(), dv.zero_()};
   at::Tensor holder;
   const int64_t* idx = index_ptr(index, holder);
   const auto lse_c = lse.contiguous();
