@@ -238,7 +238,8 @@ def run_demo(out: str = "runs/demo", videos: int = 120, epochs: int | None = Non
     keep = ("rho", "rl2", "l2", "aiou50", "aiou75", "num_videos")
     summary = {
         "videos": videos, "epochs": epochs, "seed": seed, "device": str(dev),
-        "i3d": weights or "random-init (He normal, seed %d)" % seed, "num_test": len(ann.test_keys), "num_train": len(ann.train_keys),
+        "i3d": weights or "random-init (He normal, seed %d)" % seed,
+        "num_test": len(ann.test_keys), "num_train": len(ann.train_keys),
         "metrics": {m: {k: results[m].get(k) for k in keep} for m in results},
         "exemplars_only": baseline,
         "rho_target": RHO_TARGET, "tsa_reaches_target": bool(results["TSA"]["rho"] >= RHO_TARGET),

@@ -87,7 +87,9 @@ def test_deterministic_for_a_seed_whatever_the_workers(tmp_path):
             other = os.path.join(b.frames_dir, os.path.relpath(os.path.join(dirpath, f), a.frames_dir))
             with open(os.path.join(dirpath, f), "rb") as fa, open(other, "rb") as fb:
                 assert fa.read() == fb.read()
-    scores = lambda ds: [load_annotations(ds.annotations_dir)[k].score for k in ds.train_keys + ds.test_keys]  # noqa: E731
+    def scores(ds):
+        ann = load_annotations(ds.annotations_dir)
+        return [ann[k].score for k in ds.train_keys + ds.test_keys]
     assert scores(a) != scores(c)
 
 

@@ -123,7 +123,8 @@ def _finediving_pickle(obj) -> bytes:
     for op, arg, pos in pickletools.genops(data):
         if op.name == "GLOBAL" and arg.startswith("numpy._core.multiarray "):
             end = data.index(b"\n", data.index(b"\n", pos) + 1) + 1
-            out += [data[last:pos], b"c" + arg.replace("numpy._core.", "numpy.core.", 1).replace(" ", "\n").encode() + b"\n"]
+            module, name = arg.replace("numpy._core.", "numpy.core.", 1).split(" ")
+            out += [data[last:pos], f"c{module}\n{name}\n".encode()]
             last = end
     out.append(data[last:])
     return b"".join(out)

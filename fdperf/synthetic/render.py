@@ -288,6 +288,7 @@ class DiveRenderer:
                 below = arr[WATER_Y:].astype(np.uint16)
                 arr[WATER_Y:] = ((below + 3 * self.bg[WATER_Y:].astype(np.uint16)) // 4).astype(np.uint8)
                 img = Image.fromarray(arr)
-                self._splash(ImageDraw.Draw(img), u, float(self.entry_hip[0] + (TORSO + ARM) * _dir(pose.theta)[0]))
+                hands_x = self.entry_hip[0] + (TORSO + ARM) * _dir(pose.theta)[0]
+                self._splash(ImageDraw.Draw(img), u, float(hands_x))
                 arr = np.asarray(img)
             yield arr
