@@ -15,9 +15,9 @@ from torch.utils.cpp_extension import include_paths
 ROOT = Path(__file__).resolve().parents[1]
 NVCC = shutil.which("nvcc") or next(
     (p for p in ("/usr/local/bin/nvcc", "/usr/local/cuda/bin/nvcc") if os.path.exists(p)), None)
-# The kernels of issue 3; they include only c10/cuda headers, so no CUDA libraries' headers
+# Every CUDA kernel; they include only c10/cuda headers, so no CUDA libraries' headers
 # (cuBLAS, cuSPARSE) are needed to compile them.
-SOURCES = ["csrc/ops/cuda/segment_resample_kernel.cu", "csrc/ops/cuda/step_attention_kernel.cu"]
+SOURCES = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc/ops/cuda").glob("*.cu"))
 
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc is not installed")

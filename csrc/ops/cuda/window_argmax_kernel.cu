@@ -1,6 +1,7 @@
 #include <ATen/Dispatch.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include "../window_argmax.h"
@@ -37,7 +38,7 @@ at::Tensor window_argmax_cuda(const at::Tensor& probs, int64_t window, int64_t m
   if (n == 0) return out;
   const int threads = 128;
   const int blocks = static_cast<int>((n + threads - 1) / threads);
-  auto stream = at::cuda::getCurrentCUDAStream();
+  auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, probs.scalar_type(),
                                   "window_argmax_cuda", [&] {
     window_argmax_kernel<scalar_t><<<blocks, threads, 0, stream>>>(
