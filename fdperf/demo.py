@@ -105,15 +105,8 @@ def random_i3d_weights(path: str, seed: int = 0) -> str:
     the activations of a random ReLU network at unit scale, so a random I3D still passes on how
     large, where and how fast things move in the frames, which is what the synthetic dives vary.
     """
-    from torch import nn
-
-    from .backbone.i3d import I3D
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = I3D()
-        for m in model.modules():
-            if isinstance(m, nn.Conv3d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+    from .backbone.weights import random_i3d
+    model = random_i3d(seed)
     tmp = path + ".tmp"
     torch.save(model.state_dict(), tmp)
     os.replace(tmp, path)

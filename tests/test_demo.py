@@ -82,8 +82,8 @@ def test_random_i3d_weights_keep_unit_scale(tmp_path):
     clip = torch.rand(1, 3, 16, 112, 112, generator=torch.Generator().manual_seed(0)) * 4 - 2
     with torch.no_grad():
         feats, maps = model(clip)
-        default, _ = load_i3d(random_init=True, seed=3)
-        tiny, _ = default(clip)
-    # He init keeps a random network's output at unit scale; PyTorch's default shrinks it a lot
+    # He init keeps a random network's output at unit scale (PyTorch's default shrinks it ~1e6x)
     assert feats.abs().mean() > 0.1 and maps.shape == (1, 1024, 4, 4)
-    assert tiny.abs().mean() < 1e-3 * feats.abs().mean()
+    # the file holds exactly the extractor's --random-init network for the same seed
+    same, _ = load_i3d(random_init=True, seed=3)
+    assert all(torch.equal(v, same.state_dict()[k]) for k, v in model.state_dict().items())

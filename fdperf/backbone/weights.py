@@ -69,6 +69,22 @@ def load_state_strict(model: I3D, state: dict, source: str) -> None:
     model.load_state_dict(full, strict=True)
 
 
+def random_i3d(seed: int = 0) -> I3D:
+    """A randomly initialised I3D with He (Kaiming) normal convolution weights, seeded.
+
+    PyTorch's default initialisation shrinks the signal about 3x per layer, so after I3D's
+    20-odd layers the features would be ~1e-6 (float16 feature maps in the subnormal range);
+    He init keeps a random ReLU network's activations at unit scale.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = I3D()
+        for m in model.modules():
+            if isinstance(m, torch.nn.Conv3d):
+                torch.nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+    return model
+
+
 def load_i3d(weights: str | os.PathLike | None = None, *, random_init: bool = False,
              seed: int = 0) -> tuple[I3D, str]:
     """An eval-mode I3D and the sha256 of its weights file (or "random-init").
@@ -80,10 +96,7 @@ def load_i3d(weights: str | os.PathLike | None = None, *, random_init: bool = Fa
         if not random_init:
             raise WeightsError("no I3D weights given: pass the model_rgb.pth file (or a TSA "
                                "checkpoint), or ask for random weights explicitly (random_init)")
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = I3D()
-        return model.eval(), RANDOM_INIT
+        return random_i3d(seed).eval(), RANDOM_INIT
     path = os.fspath(weights)
     if not os.path.isfile(path):
         raise WeightsError(f"I3D weights file not found: {path}")
