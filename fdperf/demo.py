@@ -55,15 +55,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: no CUDA device is available")
-    return dev
-
-
 def _say(msg: str) -> None:
     print(msg, flush=True)
 
@@ -149,7 +140,8 @@ def run_demo(out: str = "runs/demo", videos: int = 120, epochs: int | None = Non
     from .training import train
     from .vote import evaluate
 
-    dev = _device(device)
+    from .extraction import resolve_device
+    dev = resolve_device(device)
     if epochs is None:
         epochs = 200 if dev.type == "cuda" else 40
     if videos < 8:

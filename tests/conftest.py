@@ -4,6 +4,7 @@ import pickle
 
 import numpy as np
 import pytest
+import torch
 
 REAL_ANNOTATIONS = os.path.abspath(
     os.path.join(os.path.dirname(__file__), "..", "..", "shared", "finediving", "Annotations"))
@@ -65,3 +66,12 @@ def small_annotations(tmp_path):
     train, test = keys[:2] + keys[3:5] + keys[6:7], [keys[2], keys[5], keys[7]]
     folder = write_annotation_set(str(tmp_path / "Annotations"), samples, train, test)
     return folder, samples, train, test
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny convolutions run faster on one thread than on two contended ones (2-core CI)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -9,13 +9,6 @@ from fdperf.vote import evaluate
 from fdperf.tsa.synthetic import make_synthetic_features
 
 
-@pytest.fixture
-def one_thread():
-    # a step of tiny convolutions runs faster on one thread than on two contended ones
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_tsa_learns_step_local_scores_and_beats_feature_regression(tmp_path, one_thread):

@@ -10,14 +10,9 @@ from fdperf.vote import VideoSet, vote
 
 FIX, HW = 5, 4
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny convolutions: one thread beats two contended ones on the 2-core CI machines
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+
 
 
 # ---- reference-style implementation (functional, from state dicts) ----------------------------

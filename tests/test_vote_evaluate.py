@@ -14,15 +14,11 @@ from fdperf.tsa.checkpoint import model_checkpoint, save_checkpoint
 from fdperf.tsa.synthetic import make_synthetic_features
 from fdperf.vote import evaluate
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "sections" / "tsa.md"
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +37,11 @@ def _read(path):
 
 
 def _documented_columns():
-    return set(re.findall(r"^\| `([a-z0-9_]+)`", DOC.read_text(), flags=re.M))
+    """Column names in the README's table of the predictions CSV."""
+    text = README.read_text()
+    section = text[text.index("### Per-test-video predictions CSV"):]
+    section = section[:section.index("\n### ", 1)]
+    return set(re.findall(r"^\| `([a-z0-9_]+)`", section, flags=re.M))
 
 
 def test_metrics_and_predictions_csv(data):
