@@ -1,7 +1,7 @@
 """python -m fdperf.evaluate: multi-exemplar voting of a checkpoint on a feature store.
 
 Writes OUT/metrics.json (rho, R-l2, L2, AIoU@0.5/0.75 and the settings) and OUT/predictions.csv
-(one row per test video; columns in the README, "Per-test-video predictions CSV"). The work is done by
+(one row per test video; columns in the README section Per-test-video predictions CSV). The work is done by
 `fdperf.vote.evaluate`.
 """
 from __future__ import annotations

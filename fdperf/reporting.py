@@ -1,7 +1,7 @@
 """The visual report of a voting run: one PNG per test video, a summary PNG and a static index.html.
 
 Input is the per-test-video predictions CSV that `fdperf.vote.evaluate` writes (columns in
-the README, "Per-test-video predictions CSV"), read by column name. Optional inputs add to the pictures:
+the README section Per-test-video predictions CSV), read by column name. Optional inputs add to the pictures:
 - transition probabilities (PSNet's curves): an .npz with one [96, L] array per key
   ("event/index"), or columns `prob_t1..prob_tL` (96 `;`-separated values) in the CSV;
 - training logs (`train_log.jsonl` of `fdperf.training.train`): the summary's training curves;
@@ -85,7 +85,7 @@ def read_predictions(path) -> list[VideoRow]:
         if missing:
             raise ReportError(
                 f"{path}: missing column(s) {', '.join(missing)} (has: {', '.join(columns) or 'none'}); "
-                "expected the predictions CSV of fdperf.vote.evaluate (the README, "Per-test-video predictions CSV")")
+                "expected the predictions CSV of fdperf.vote.evaluate (the README section Per-test-video predictions CSV)")
         true_cols, pred_cols = _numbered(columns, "true_t"), _numbered(columns, "pred_t")
         step_cols = _numbered(columns, "step", "_deltas")
         prob_cols = _numbered(columns, "prob_t")

@@ -163,7 +163,7 @@ def score_metrics(pred, true, pred_bounds=None, true_bounds=None) -> dict:
 
 
 def predictions_table(queries: VideoSet, exemplars: VideoSet, rows, votes: Votes, annotations) -> list:
-    """The rows of predictions.csv (columns documented in the README, "Per-test-video predictions CSV")."""
+    """The rows of predictions.csv (columns documented in the README section Per-test-video predictions CSV)."""
     scores = votes.scores.cpu().numpy()
     true = queries.scores.cpu().numpy()
     gt = queries.bounds.cpu().numpy()
