@@ -1,6 +1,8 @@
 """fdperf's TSA forward pass against an independent plain-PyTorch implementation in the
 reference's style (per-sample loops, boundaries read on the host, F.interpolate per segment,
 one decoder call per step, PSNet rerun per pair), with the same weights, for both layouts."""
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -187,21 +189,34 @@ def test_training_forward_and_gradients_match_reference_style(layout, use_gt):
     grads = {k: p.grad.clone() for k, p in model.named_parameters()}
     model.zero_grad()
 
-    ref_delta, probs, pred = ref_pair_forward(model, feats[:n], maps[:n], feats[n:], maps[n:],
-                                              gt[:n], gt[n:], use_gt, True)
-    target = torch.zeros_like(probs)
-    for b in range(2 * n):
-        target[b, gt[b, 0], 0] = 1
-        target[b, gt[b, -1], -1] = 1
-    ref_loss = (F.mse_loss(ref_delta[:n], y[:n] - y[n:]) + F.mse_loss(ref_delta[n:], y[n:] - y[:n])
-                + F.binary_cross_entropy(probs, target))
-    ref_loss.backward()
+    def reference(m, dtype):
+        f, mp, yy = feats.to(dtype), maps.to(dtype), y.to(dtype)
+        ref_delta, probs, pred = ref_pair_forward(m, f[:n], mp[:n], f[n:], mp[n:],
+                                                  gt[:n], gt[n:], use_gt, True)
+        target = torch.zeros_like(probs)
+        for b in range(2 * n):
+            target[b, gt[b, 0], 0] = 1
+            target[b, gt[b, -1], -1] = 1
+        ref_loss = (F.mse_loss(ref_delta[:n], yy[:n] - yy[n:]) + F.mse_loss(ref_delta[n:], yy[n:] - yy[:n])
+                    + F.binary_cross_entropy(probs, target))
+        ref_loss.backward()
+        return ref_delta, pred, ref_loss, {k: p.grad.double() for k, p in m.named_parameters()}
+
+    model64 = copy.deepcopy(model).double()
+    ref_delta, pred, ref_loss, ref_grads = reference(model, torch.float32)
+    _, _, _, grads64 = reference(model64, torch.float64)
     if not use_gt:
         assert torch.equal(cache["bounds"], pred)
     assert (deltas - ref_delta).abs().max().item() < 1e-4
     assert abs(loss.item() - ref_loss.item()) <= 1e-5 * max(1.0, ref_loss.item())
-    for k, p in model.named_parameters():
-        assert torch.allclose(grads[k], p.grad, rtol=1e-3, atol=1e-5), k
+    # PSNet's batch-norm backward is ill-conditioned (float32 gradients of the input convolutions
+    # are ~1% off float64, whoever computes them): judge our float32 gradients against the
+    # float64 reference, allowing twice the reference's own float32 error (flash-attention style).
+    for k in grads:
+        ours = (grads[k].double() - grads64[k]).abs().max().item()
+        theirs = (ref_grads[k] - grads64[k]).abs().max().item()
+        scale = grads64[k].abs().max().item()
+        assert ours <= 2 * theirs + 1e-5 * max(scale, 1.0), (k, ours, theirs, scale)
 
 
 def test_layouts_differ_and_bad_inputs_are_named():

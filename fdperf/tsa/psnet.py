@@ -26,12 +26,15 @@ class DoubleConv(nn.Module):
             nn.Conv1d(out_ch, out_ch, 3, padding=1), nn.BatchNorm1d(out_ch), nn.ReLU(inplace=True))
 
     def forward(self, x):
-        if self.training or torch.is_grad_enabled():
-            return self.conv(x)
-        # inference (voting): BatchNorm folded into the convolutions, ReLU in place
+        return self.conv(x)
+
+    def infer(self, x):
+        """Inference (voting) on channels-last [N, C, 1, L] activations: BatchNorm folded into
+        the convolutions, each Conv1d run as a (1 x 3) Conv2d (oneDNN's NHWC kernels are ~1.7x
+        faster at PSNet's small channel counts), ReLU in place."""
         for i in (0, 3):
             w, b = _folded(self.conv[i], self.conv[i + 1])
-            x = torch.relu_(F.conv1d(x, w, b, padding=1))
+            x = torch.relu_(F.conv2d(x, w.unsqueeze(2), b, padding=(0, 1)))
         return x
 
 
@@ -42,6 +45,9 @@ class InConv(nn.Module):
 
     def forward(self, x):
         return self.conv(x)
+
+    def infer(self, x):
+        return self.conv.infer(x)
 
 
 def max_pool2(x: torch.Tensor) -> torch.Tensor:
@@ -58,6 +64,9 @@ class Down(nn.Module):
 
     def forward(self, x):
         return self.mpconv[1](max_pool2(x))
+
+    def infer(self, x):
+        return self.mpconv[1].infer(F.max_pool2d(x, (1, 2)))
 
 
 class TransitionHead(nn.Module):
@@ -96,7 +105,16 @@ class PSNet(nn.Module):
         """The per-frame features u [B, 96, 64] without the transition head."""
         if x.dim() != 3 or x.shape[-1] != 1024:
             raise ValueError(f"PSNet expects [B, snippets, 1024] features, got {tuple(x.shape)}")
-        return self.down4(self.down3(self.down2(self.down1(self.inc(x)))))
+        blocks = (self.inc, self.down1, self.down2, self.down3, self.down4)
+        if self.training or torch.is_grad_enabled():
+            for block in blocks:
+                x = block(x)
+            return x
+        x = x.unsqueeze(2).contiguous(memory_format=torch.channels_last)  # [B, C, 1, L]
+        for block in blocks:
+            x = block.infer(x)
+        # [B, 96, 64] whose transpose [B, 64, 96] (what segment_resample reads) is contiguous
+        return x.squeeze(2)
 
     def forward(self, x: torch.Tensor):
         u = self.units(x)
