@@ -14,7 +14,7 @@ STAMP := $(VENV)/.fdperf-installed
 CMAKE_BUILD := build/cmake
 DEMO_ARGS ?=
 
-.PHONY: venv build cbuild ctest pytest test demo bench clean
+.PHONY: venv build cbuild ctest lint format pytest test demo bench clean
 
 # Reinstall only when a pin changed: the stamp holds the specs it was made with.
 venv:
@@ -27,7 +27,8 @@ venv:
 	  echo "$(SPECS)" > $(STAMP); \
 	else echo "venv up to date ($(VENV))"; fi
 
-# The Python extension (fdperf._C), built in place; ninja keeps rebuilds incremental.
+# fdperf as an editable package with fdperf._C built in place. Objects stay in build/ext, so
+# ninja recompiles only what changed.
 build: venv
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps -e .
 
@@ -40,10 +41,21 @@ cbuild: venv
 ctest: cbuild
 	ctest --test-dir $(CMAKE_BUILD) --output-on-failure
 
+# Style: ruff (lint + format) for Python, clang-format for csrc/ (both pinned in requirements.txt).
+lint: venv
+	$(BIN)/ruff check fdperf tests benchmarks setup.py
+	$(BIN)/ruff format --check fdperf tests benchmarks setup.py
+	$(BIN)/clang-format --dry-run -Werror $$(find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' | sort)
+
+format: venv
+	$(BIN)/ruff check --fix fdperf tests benchmarks setup.py
+	$(BIN)/ruff format fdperf tests benchmarks setup.py
+	$(BIN)/clang-format -i $$(find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' | sort)
+
 pytest: build
 	$(BIN)/python -m pytest tests -q
 
-test: ctest pytest
+test: lint ctest pytest
 
 demo: build
 	$(BIN)/python -m fdperf.demo $(DEMO_ARGS)
@@ -52,4 +64,4 @@ bench: build
 	$(BIN)/python -m pytest benchmarks --benchmark-only -q
 
 clean:
-	rm -rf build $(VENV) fdperf/_C*.so *.egg-info
+	rm -rf build $(VENV) fdperf/_C*.so fdperf/_build_info.py *.egg-info

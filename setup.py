@@ -1,9 +1,13 @@
-"""Builds fdperf and its native extension fdperf._C.
+"""Builds fdperf's native extension fdperf._C (the package metadata is in pyproject.toml).
 
 C++ sources (csrc/*.cpp, csrc/ops/*.cpp, csrc/ops/cpu/*.cpp) are always compiled. CUDA sources
 (csrc/ops/cuda/*.cu) are added when torch is a CUDA build and a CUDA toolkit is found, or when
 FORCE_CUDA=1 (TORCH_CUDA_ARCH_LIST then picks the targets), so a CUDA build works on a machine
 without a GPU. Build in place with: pip install --no-build-isolation -e .
+
+Objects go to build/ext (kept between builds), so ninja recompiles only what changed, whichever
+pip command starts the build. The torch version is recorded in fdperf/_build_info.py, which the
+loader checks before it imports the extension.
 """
 import glob
 import os
@@ -17,11 +21,20 @@ def _sources(pattern):
     return sorted(os.path.relpath(p, HERE) for p in glob.glob(os.path.join(HERE, pattern)))
 
 
-def _version():
-    with open(os.path.join(HERE, "fdperf", "version.py")) as f:
-        scope = {}
-        exec(f.read(), scope)
-        return scope["__version__"]
+BUILD_TEMP = os.path.join(HERE, "build", "ext")
+
+
+def _write_build_info(with_cuda):
+    import torch
+    text = (
+        '"""Written by setup.py: what fdperf._C was built against."""\n'
+        f"TORCH_VERSION = {torch.__version__!r}\n"
+        f"TORCH_CUDA = {torch.version.cuda!r}\n"
+        f"WITH_CUDA = {bool(with_cuda)!r}\n")
+    path = os.path.join(HERE, "fdperf", "_build_info.py")
+    if not os.path.exists(path) or open(path).read() != text:
+        with open(path, "w") as f:
+            f.write(text)
 
 
 def _extension():
@@ -34,6 +47,7 @@ def _extension():
         raise RuntimeError(
             "FORCE_CUDA=1 needs a CUDA build of torch and a CUDA toolkit (set CUDA_HOME); "
             f"found torch {torch.__version__} (cuda={torch.version.cuda}), CUDA_HOME={CUDA_HOME}")
+    _write_build_info(with_cuda)
     sources = _sources("csrc/*.cpp") + _sources("csrc/ops/*.cpp") + _sources("csrc/ops/cpu/*.cpp")
     # -fopenmp: at::parallel_for expands an OpenMP pragma in our own translation units.
     cxx = ["-O3", "-std=c++17", "-fopenmp"]
@@ -49,16 +63,18 @@ def _extension():
 
 def _cmdclass():
     from torch.utils.cpp_extension import BuildExtension
-    return {"build_ext": BuildExtension.with_options(use_ninja=True)}
+
+    class PersistentBuild(BuildExtension):
+        # pip's editable and wheel builds pass a fresh temporary folder: keep ours instead.
+        def finalize_options(self):
+            super().finalize_options()
+            self.build_temp = BUILD_TEMP
+
+    return {"build_ext": PersistentBuild.with_options(use_ninja=True)}
 
 
 setup(
-    name="fdperf",
-    version=_version(),
-    description="Fast procedure-aware action quality assessment (FineDiving / TSA)",
     packages=find_packages(include=["fdperf", "fdperf.*"]),
     ext_modules=[_extension()],
     cmdclass=_cmdclass(),
-    python_requires=">=3.10",
-    zip_safe=False,
 )

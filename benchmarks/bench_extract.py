@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from fdperf.backbone import load_i3d
-from fdperf.extraction import ExtractOptions, Inputs, _Preparer, _settings, extract_features
+from fdperf.extract import ExtractOptions, Inputs, _Preparer, _settings, extract_features
 from fdperf.video import MEAN, STD
 
 NUM_VIDEOS = int(os.environ.get("FDPERF_BENCH_VIDEOS", "2"))

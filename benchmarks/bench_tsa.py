@@ -24,8 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from fdperf.tsa import TSA
-from fdperf.training import _Step
-from fdperf.vote import VideoSet, vote
+from fdperf.train.step import TrainStep
+from fdperf.evaluate import vote
+from fdperf.features.videoset import VideoSet
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 GPU = DEVICE.type == "cuda"
@@ -209,7 +210,7 @@ def pairs():
 def test_train_step_fdperf(benchmark, pairs):
     model = _model().train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, capturable=GPU)
-    step = _Step(model, opt, pairs, BATCH, DEVICE, amp=False)
+    step = TrainStep(model, opt, pairs, BATCH, DEVICE, amp=False)
     step.rows.copy_(torch.arange(BATCH))
     step.ex_rows.copy_(torch.arange(BATCH, 2 * BATCH))
     step.use_gt.fill_(False)
@@ -249,7 +250,7 @@ def epoch_videos():
 def test_epoch_fdperf(benchmark, epoch_videos):
     model = _model().train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, capturable=GPU)
-    step = _Step(model, opt, epoch_videos, BATCH, DEVICE, amp=False)
+    step = TrainStep(model, opt, epoch_videos, BATCH, DEVICE, amp=False)
     step.use_gt.fill_(False)
     if GPU:
         step.capture()

@@ -1,15 +1,12 @@
 """fdperf: fast procedure-aware action quality assessment (FineDiving / TSA).
 
-Importing fdperf loads the native operators (torch.ops.fdperf.*); it fails with build
-instructions when the extension has not been compiled. The main entry points are importable
-from here; each is loaded on first use so that `import fdperf` stays light.
+The main entry points are importable from here; each is loaded on first use, so `import fdperf`
+needs neither torch nor the native extension. The operators (`fdperf.ops`, torch.ops.fdperf.*)
+load the extension fdperf._C on first use and fail with build instructions when it is missing.
 """
 import importlib
 
-from . import _native
 from .version import __version__
-
-_C = _native.load()
 
 # public name -> module that defines it (imported lazily)
 _EXPORTS = {
@@ -20,11 +17,11 @@ _EXPORTS = {
     "step_attention": "fdperf.ops",
     "window_argmax": "fdperf.ops",
     "FeatureStore": "fdperf.features",
-    "extract_features": "fdperf.extraction",
-    "train_model": "fdperf.training",
-    "evaluate_model": "fdperf.vote",
+    "extract_features": "fdperf.extract",
+    "train_model": "fdperf.train",
+    "evaluate_model": "fdperf.evaluate",
     "generate_dataset": "fdperf.synthetic",
-    "write_report": "fdperf.reporting",
+    "write_report": "fdperf.report",
     "run_demo": "fdperf.demo",
     "spearman": "fdperf.metrics",
     "relative_l2": "fdperf.metrics",
@@ -34,11 +31,14 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 
-# fdperf.train and fdperf.evaluate are the CLI modules: their functions go by other names here.
+# fdperf.train and fdperf.evaluate are the stages' packages: their functions go by other names here.
 _ALIASES = {"train_model": "train", "evaluate_model": "evaluate"}
 
 
 def __getattr__(name):
+    if name == "_C":  # the extension, for code that reached it as fdperf._C
+        from . import _native
+        return _native.load()
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), _ALIASES.get(name, name))
     raise AttributeError(f"module 'fdperf' has no attribute {name!r}")

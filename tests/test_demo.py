@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from fdperf.data import key_to_str, load_annotations
-from fdperf.demo import main as demo_main
+from fdperf.demo.__main__ import main as demo_main
 from fdperf.demo import run_demo
 
 

@@ -17,8 +17,8 @@ import torch
 from PIL import Image
 
 from conftest import write_annotation_set
-from fdperf.extract import build_parser, main
-from fdperf.extraction import ExtractOptions, Inputs, extract_features
+from fdperf.extract.__main__ import build_parser, main
+from fdperf.extract import ExtractOptions, Inputs, extract_features
 from fdperf.features import FeatureStore
 
 KEYS = [("01", 1), ("01", 2), ("02", 7), ("02", 8)]
@@ -153,7 +153,7 @@ def test_resume_after_kill9_is_bitwise_identical(tree, tmp_path, reference_store
     script = textwrap.dedent(f"""
         import os, signal, warnings
         warnings.simplefilter("ignore")
-        from fdperf.extraction import ExtractOptions, Inputs, extract_features
+        from fdperf.extract import ExtractOptions, Inputs, extract_features
         def die(n):  # kill -9 right after the first batch was written
             os.kill(os.getpid(), signal.SIGKILL)
         extract_features({out!r}, {KEYS!r}, Inputs(frames_root={tree!r}), random_init=True,

@@ -7,7 +7,7 @@ import h5py
 import pytest
 import torch
 
-from fdperf.extraction import ExtractOptions, Inputs, extract_features, shard_path
+from fdperf.extract import ExtractOptions, Inputs, extract_features, shard_path
 from fdperf.features import FeatureStore
 from test_extract import REPO, _frame_tree
 

@@ -1,4 +1,4 @@
-"""The visual report: renders from a small predictions CSV in fdperf.vote's layout."""
+"""The visual report: renders from a small predictions CSV in fdperf.evaluate's layout."""
 import csv
 import json
 import os
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fdperf.report import main as report_main
-from fdperf.reporting import (ReportError, read_predictions, split_metrics, video_filename,
+from fdperf.report.__main__ import main as report_main
+from fdperf.report import (ReportError, read_predictions, split_metrics, video_filename,
                               write_report)
 
 KEYS = ["SynthDiving_3m_r01/1", "SynthDiving_3m_r01/2", "SynthDiving_3m_r02/7"]

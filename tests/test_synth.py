@@ -10,7 +10,7 @@ from PIL import Image
 
 from fdperf.data import load_annotations
 from fdperf.data.annotations import FILES
-from fdperf.synth import main as synth_main
+from fdperf.synthetic.__main__ import main as synth_main
 from fdperf.synthetic import (CATALOGUE, DiveRenderer, dive_score, generate_dataset, judge_awards,
                               read_manifest, sample_dives, split_dives)
 

@@ -3,9 +3,9 @@ eager step does, the warm-up of the capture leaves no trace, and bf16 autocast c
 import pytest
 import torch
 
-from fdperf.training import _Step
+from fdperf.train.step import TrainStep
 from fdperf.tsa import TSA
-from fdperf.vote import VideoSet
+from fdperf.features.videoset import VideoSet
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -24,7 +24,7 @@ def _run(graph: bool, amp: bool = False, steps: int = 3):
     torch.manual_seed(0)
     model = TSA().to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, capturable=True)
-    step = _Step(model, opt, _videos(16, device), 8, device, amp)
+    step = TrainStep(model, opt, _videos(16, device), 8, device, amp)
     if graph:
         step.capture()
     losses = []

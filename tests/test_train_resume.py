@@ -5,10 +5,11 @@ import json
 import pytest
 import torch
 
-from fdperf import train as train_cli
-from fdperf.training import CONFIG_OPTIONS, train
+from fdperf.train import __main__ as train_cli
+from fdperf.cli import CONFIG_OPTIONS
+from fdperf.train import train
 from fdperf.tsa.checkpoint import read_checkpoint
-from fdperf.tsa.synthetic import make_synthetic_features
+from fdperf.synthetic.features import make_synthetic_features
 
 REFERENCE_YAML = """# basic
 bs_train : 4

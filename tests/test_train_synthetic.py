@@ -1,12 +1,12 @@
 """Learnability on a synthetic feature set whose score depends on step-local features
-(fdperf.tsa.synthetic): TSA learns it on held-out videos, F+R (snippet-averaged features) cannot,
+(fdperf.synthetic.features): TSA learns it on held-out videos, F+R (snippet-averaged features) cannot,
 and ground-truth transitions at test time (TSA-oracle) score at least as well as predicted ones."""
 import pytest
 import torch
 
-from fdperf.training import train
-from fdperf.vote import evaluate
-from fdperf.tsa.synthetic import make_synthetic_features
+from fdperf.train import train
+from fdperf.evaluate import evaluate
+from fdperf.synthetic.features import make_synthetic_features
 
 
 

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from fdperf.tsa import TSA, build_model, pair_loss
-from fdperf.vote import VideoSet, vote
+from fdperf.evaluate import vote
+from fdperf.features.videoset import VideoSet
 
 FIX, HW = 5, 4
 

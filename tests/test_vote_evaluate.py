@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from fdperf import evaluate as evaluate_cli
+from fdperf.evaluate import __main__ as evaluate_cli
 from fdperf.tsa import build_model
 from fdperf.tsa.checkpoint import model_checkpoint, save_checkpoint
-from fdperf.tsa.synthetic import make_synthetic_features
-from fdperf.vote import evaluate
+from fdperf.synthetic.features import make_synthetic_features
+from fdperf.evaluate import evaluate
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

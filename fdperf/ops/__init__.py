@@ -8,7 +8,9 @@ import math
 
 import torch
 
-import fdperf  # noqa: F401  (loads fdperf._C, which registers the operators)
+from .. import _native
+
+_native.load()  # fdperf._C registers the operators these wrappers call
 
 __all__ = ["window_argmax", "segment_resample", "step_attention"]
 

@@ -28,14 +28,15 @@ import h5py
 import numpy as np
 import torch
 
-from .backbone import RANDOM_INIT, fuse_for_inference, load_i3d
-from .data import key_to_str
-from .features.store import FeatureStoreWriter
-from .video import (DALI_CPU_CODECS, DaliVideoDecoder, DecodeError, FrameFolder, JpegDecoder,
+from ..backbone import RANDOM_INIT, fuse_for_inference, load_i3d
+from ..data import key_to_str
+from ..device import resolve_device
+from ..features.store import FeatureStoreWriter
+from ..video import (DALI_CPU_CODECS, DaliVideoDecoder, DecodeError, FrameFolder, JpegDecoder,
                     ParallelDecoder, SourceError, VideoError, VideoFile, decode_frames,
                     frame_folder, gather_normalize, plan_for, probe, snippet_starts, to_snippets,
                     video_file, video_frame_indices)
-from .version import __version__
+from ..version import __version__
 
 Key = tuple[str, int]
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -118,17 +119,6 @@ class ExtractResult:
 
 
 # ---- device and model -------------------------------------------------------------------------
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name}: no CUDA device is available (use --device cpu)")
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"unsupported device {name!r}; use cpu or cuda[:N]")
-    return dev
-
 
 def _dali_version() -> str:
     try:

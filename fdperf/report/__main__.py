@@ -5,7 +5,7 @@
 import argparse
 import sys
 
-from .reporting import ReportError, write_report
+from . import ReportError, write_report
 
 
 def _named(values, option):

@@ -10,8 +10,8 @@ import argparse
 import json
 import sys
 
-from .training import CONFIG_OPTIONS, add_config_options, annotations_from, merged
-from .tsa import LAYOUTS, METHODS
+from ..cli import CONFIG_OPTIONS, add_config_options, annotations_from, merged
+from ..tsa import LAYOUTS, METHODS
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from .training import train
+    from . import train
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)

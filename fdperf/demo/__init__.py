@@ -35,26 +35,6 @@ TSA_LAYOUT = "spatial"
 METHODS = (("TSA", "tsa"), ("F+R", "fr"))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m fdperf.demo",
-        description="Run fdperf end to end on a synthetic dive set: generate it, extract I3D "
-                    "features, train TSA and the F+R baseline, vote on the test split, print the "
-                    "metrics and write the visual report.")
-    p.add_argument("--videos", type=int, default=120, help="synthetic dives to generate (default 120)")
-    p.add_argument("--epochs", type=int, default=None,
-                   help="training epochs of TSA and F+R (default: 40 on the CPU, 200 on a GPU)")
-    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    p.add_argument("--device", default="auto",
-                   help="auto (a GPU when there is one), cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--weights", default=None,
-                   help="I3D weights (model_rgb.pth or a TSA checkpoint); without it the demo uses a "
-                        "randomly initialised I3D and says so")
-    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic set and of training (default 0)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    return p
-
-
 def _say(msg: str) -> None:
     print(msg, flush=True)
 
@@ -75,8 +55,8 @@ def _stage(name: str, timings: dict):
 def prepare_dataset(data_dir: str, videos: int, seed: int, progress: bool) -> tuple[bool, object]:
     """The synthetic set in `data_dir`: reused when its manifest matches, else (re)generated.
     Returns (generated_now, annotations folder)."""
-    from .synthetic import generate_dataset, read_manifest
-    from .synthetic.generate import manifest_for
+    from ..synthetic import generate_dataset, read_manifest
+    from ..synthetic.generate import manifest_for
     wanted = manifest_for(videos, seed, 0.25)
     if read_manifest(data_dir) == wanted:
         _say(f"   reusing the synthetic set in {data_dir}")
@@ -96,7 +76,7 @@ def random_i3d_weights(path: str, seed: int = 0) -> str:
     the activations of a random ReLU network at unit scale, so a random I3D still passes on how
     large, where and how fast things move in the frames, which is what the synthetic dives vary.
     """
-    from .backbone.weights import random_i3d
+    from ..backbone.weights import random_i3d
     model = random_i3d(seed)
     tmp = path + ".tmp"
     torch.save(model.state_dict(), tmp)
@@ -106,9 +86,9 @@ def random_i3d_weights(path: str, seed: int = 0) -> str:
 
 def transition_probabilities(checkpoint, store_path, keys, device) -> dict:
     """PSNet's per-frame transition probabilities [96, L] of `keys`, from a TSA checkpoint."""
-    from .data import key_to_str
-    from .features import FeatureStore
-    from .tsa.checkpoint import load_model
+    from ..data import key_to_str
+    from ..features import FeatureStore
+    from ..tsa.checkpoint import load_model
     model, _ = load_model(checkpoint, map_location="cpu")
     model.to(device).eval()
     store = FeatureStore(store_path)
@@ -134,13 +114,13 @@ def run_demo(out: str = "runs/demo", videos: int = 120, epochs: int | None = Non
              device: str = "auto", weights: str | None = None, seed: int = 0,
              progress: bool = True, report_videos: int | None = None) -> dict:
     """Runs every stage; returns the summary written to demo_summary.json."""
-    from .data import load_annotations
-    from .extraction import ExtractOptions, Inputs, extract_features
-    from .reporting import VideoRow, read_predictions, split_metrics, write_report
-    from .training import train
-    from .vote import evaluate
+    from ..data import load_annotations
+    from ..extract import ExtractOptions, Inputs, extract_features
+    from ..report import VideoRow, read_predictions, split_metrics, write_report
+    from ..train import train
+    from ..evaluate import evaluate
 
-    from .extraction import resolve_device
+    from ..device import resolve_device
     dev = resolve_device(device)
     if epochs is None:
         epochs = 200 if dev.type == "cuda" else 40
@@ -241,18 +221,3 @@ def run_demo(out: str = "runs/demo", videos: int = 120, epochs: int | None = Non
     _say("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
     _say(f"\nreport: {rep.index}\noutput folder: {os.path.abspath(out)}")
     return summary
-
-
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        run_demo(args.out, args.videos, args.epochs, args.device, args.weights, args.seed,
-                 progress=not args.quiet)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,17 +1,17 @@
-"""python -m fdperf.synth: writes a synthetic dive set in the FineDiving layout.
+"""python -m fdperf.synthetic: writes a synthetic dive set in the FineDiving layout.
 
-    python -m fdperf.synth --out data/synth --videos 120 --seed 0
+    python -m fdperf.synthetic --out data/synth --videos 120 --seed 0
 """
 import argparse
 import sys
 import time
 
-from .synthetic import generate_dataset
+from . import generate_dataset
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m fdperf.synth",
+        prog="python -m fdperf.synthetic",
         description="Render procedural dives (pool, springboard, diver) as 455x256 JPEG frame folders "
                     "with the six FineDiving annotation files: <out>/frames/<event>/<index>/%%05d.jpg, "
                     "<out>/Annotations/*.pkl, <out>/synth.json.")

@@ -8,9 +8,9 @@ import argparse
 import os
 import sys
 
-from .extraction import (PRECISIONS, ExtractOptions, Inputs, distributed_env, extract_features,
+from . import (PRECISIONS, ExtractOptions, Inputs, distributed_env, extract_features,
                          extract_sharded)
-from .features import StoreError
+from ..features import StoreError
 
 EPILOG = """\
 examples:
@@ -98,8 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _keys(args, parser) -> tuple[list, Inputs]:
-    from .data import load_annotations, load_pickle
-    from .video import discover_frame_keys, read_keys_file, read_video_list
+    from ..data import load_annotations, load_pickle
+    from ..video import discover_frame_keys, read_keys_file, read_video_list
 
     ann = load_annotations(args.annotations) if args.annotations else None
     inputs_given = [a for a in ("frames_root", "videos_root", "video_list") if getattr(args, a)]

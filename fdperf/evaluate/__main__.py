@@ -10,8 +10,8 @@ import argparse
 import json
 import sys
 
-from .training import add_config_options, annotations_from, merged, policy_from_flags
-from .tsa import LAYOUTS
+from ..cli import add_config_options, annotations_from, merged, policy_from_flags
+from ..tsa import LAYOUTS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from .vote import evaluate
+    from . import evaluate
     opts = merged(args, ("voter_number", "action_number_choosing", "random_choosing", "seed"))
     policy = args.policy or policy_from_flags(opts["action_number_choosing"], opts["random_choosing"])
     result = evaluate(args.checkpoint, args.store, annotations_from(args, args.config), args.out,

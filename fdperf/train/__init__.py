@@ -9,8 +9,6 @@ fallback to eager execution when capture fails.
 """
 from __future__ import annotations
 
-import argparse
-import copy
 import json
 import math
 import os
@@ -20,96 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import yaml
 
-from . import metrics as M
-from .data import ExemplarSampler, voting_exemplars
-from .tsa import METHODS, PairModel, build_model, pair_loss
-from .tsa.checkpoint import CheckpointError, model_checkpoint, read_checkpoint, save_checkpoint
-from .vote import (as_annotations, dive_vocabulary, load_store, resolve_device, score_metrics,
-                   video_set, vote)
-from .version import __version__
-
-
-# ---- the reference configuration (shared by the train and evaluate CLIs) ----
-# reference config key -> (type, default, help)
-CONFIG_OPTIONS = {
-    "bs_train": (int, 8, "pairs per training batch"),
-    "max_epoch": (int, 200, "training epochs"),
-    "base_lr": (float, 1e-3, "Adam learning rate of the head (no weight decay)"),
-    "voter_number": (int, 10, "exemplars per test video when evaluating (M)"),
-    "prob_tas_threshold": (float, 0.25, "ground-truth transitions while epoch/max_epoch <= this, "
-                                        "predicted ones afterwards"),
-    "fix_size": (int, 5, "points each step is resampled to"),
-    "step_num": (int, 3, "procedure steps (transitions + 1)"),
-    "action_number_choosing": ("bool", True, "exemplars of the same dive number (w/ DN); "
-                                             "false: any training video"),
-    "random_choosing": ("bool", False, "accepted for reference configs (the reference reads it "
-                                       "but chooses randomly whenever action_number_choosing is false)"),
-    "seed": (int, 0, "seed of model initialisation, batches and exemplar choice"),
-}
-
-
-def str2bool(text: str) -> bool:
-    low = str(text).strip().lower()
-    if low in ("1", "true", "yes", "on"):
-        return True
-    if low in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-def add_config_options(parser, keys):
-    for key in keys:
-        typ, default, text = CONFIG_OPTIONS[key]
-        names = [f"--{key}"] + ([f"--{key.replace('_', '-')}"] if "_" in key else [])
-        parser.add_argument(*names, dest=key, default=None,
-                            type=str2bool if typ == "bool" else typ,
-                            metavar="BOOL" if typ == "bool" else None,
-                            help=f"{text} (default {default})")
-
-
-def read_config(path) -> dict:
-    """The reference YAML (plain keys and values) as a dict."""
-    try:
-        with open(path) as f:
-            cfg = yaml.safe_load(f) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise SystemExit(f"--config {path}: cannot read it: {e}")
-    if not isinstance(cfg, dict):
-        raise SystemExit(f"--config {path}: expected a mapping of keys to values")
-    return cfg
-
-
-def merged(args, keys) -> dict:
-    """Command line > --config file > defaults, for the reference keys."""
-    cfg = read_config(args.config) if args.config else {}
-    out = {}
-    for key in keys:
-        typ, default, _ = CONFIG_OPTIONS[key]
-        value = getattr(args, key)
-        if value is None and key in cfg:
-            value = cfg[key]
-            try:
-                value = str2bool(value) if typ == "bool" else typ(value)
-            except (ValueError, argparse.ArgumentTypeError) as e:
-                raise SystemExit(f"--config {args.config}: bad value for {key}: {e}")
-        out[key] = default if value is None else value
-    return out
-
-
-def annotations_from(args, cfg_path) -> str:
-    if args.annotations:
-        return args.annotations
-    if cfg_path:
-        label = read_config(cfg_path).get("label_path")
-        if label:
-            folder = os.path.dirname(os.path.join(os.path.dirname(os.path.abspath(cfg_path)), label))
-            if os.path.isdir(folder):
-                return folder
-    raise SystemExit("give the FineDiving annotations folder with --annotations (or a --config "
-                     "whose label_path points into it)")
-
+from .. import metrics as M
+from ..data import ExemplarSampler, voting_exemplars
+from ..tsa import METHODS, PairModel, build_model
+from ..tsa.checkpoint import CheckpointError, model_checkpoint, read_checkpoint, save_checkpoint
+from ..device import resolve_device
+from ..evaluate import score_metrics, vote
+from ..features.videoset import as_annotations, dive_vocabulary, load_store, video_set
+from ..version import __version__
+from .step import TrainStep
 
 
 @dataclass
@@ -122,97 +40,6 @@ class TrainResult:
     last: dict                             # metrics of the last epoch: the honest held-out figure
     history: list = field(default_factory=list, repr=False)
     step_mode: str = "eager"               # "cuda-graph" or "eager"
-
-
-def policy_from_flags(action_number_choosing: bool = True, random_choosing: bool = False) -> str:
-    """The reference's exemplar flags as a policy: same dive number, otherwise any sample.
-
-    (The reference reads `random_choosing` but its loader falls back to random choice whenever
-    `action_number_choosing` is off; fdperf does the same.)
-    """
-    return "dive_number" if action_number_choosing else "random"
-
-
-class _Step:
-    """One training step over static device buffers (so that it can be graph-captured)."""
-
-    def __init__(self, model: PairModel, optimizer, data, batch: int, device, amp: bool):
-        self.model, self.optimizer, self.data, self.amp = model, optimizer, data, amp
-        self.device = device
-        self.rows = torch.zeros(batch, dtype=torch.long, device=device)
-        self.ex_rows = torch.zeros(batch, dtype=torch.long, device=device)
-        self.use_gt = torch.ones((), dtype=torch.bool, device=device)
-        self.views = torch.zeros(2 * batch, dtype=torch.long, device=device)  # [queries; exemplars]
-        n = batch
-        self.q_index = torch.arange(2 * n, device=device)
-        self.e_index = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(device)
-        self.graph = None
-        self.loss = self.pred = None
-
-    def forward_backward(self):
-        d, n = self.data, self.rows.numel()
-        idx = torch.cat([self.rows, self.ex_rows])
-        if d.features.dim() == 4:  # multi-view store: each video in its drawn view
-            feats = d.features[idx, self.views]
-            maps = d.maps[idx, self.views] if self.model.needs_maps else None
-        else:
-            feats = d.features.index_select(0, idx)
-            maps = d.maps.index_select(0, idx) if self.model.needs_maps else None
-        y, gt = d.scores.index_select(0, idx), d.bounds.index_select(0, idx)
-        # no autocast weight cache: cached casts would outlive a CUDA graph capture
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp, cache_enabled=False):
-            cache = self.model.encode(feats, maps, d.dive_ids.index_select(0, idx), gt,
-                                      use_gt=self.use_gt)
-            deltas = self.model.step_deltas(cache, cache, self.q_index, self.e_index).float().mean(1)
-        loss = pair_loss(self.model, cache, deltas, y[:n], y[n:], gt if self.model.segments else None)
-        loss.backward()
-        self.optimizer.step()
-        return loss.detach(), deltas[:n].detach() + y[n:]
-
-    def eager(self):
-        self.optimizer.zero_grad(set_to_none=True)  # backward then writes grads instead of adding
-        self.loss, self.pred = self.forward_backward()
-        return self.loss, self.pred
-
-    def capture(self, warmup: int = 3):
-        """Captures the step in a CUDA graph; the warm-up updates are undone afterwards."""
-        model, opt = self.model, self.optimizer
-        saved_model = copy.deepcopy(model.state_dict())
-        saved_opt = {id(p): {k: v.clone() if torch.is_tensor(v) else v for k, v in s.items()}
-                     for p, s in opt.state.items()}
-        stream = torch.cuda.Stream(self.device)
-        stream.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(stream):
-            for _ in range(warmup):
-                self.eager()
-        torch.cuda.current_stream(self.device).wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        # grads set to None: the captured backward then *writes* them (from the graph's pool)
-        # instead of accumulating, so a replay needs no zero_grad
-        opt.zero_grad(set_to_none=True)
-        with torch.cuda.graph(graph):
-            self.loss, self.pred = self.forward_backward()
-        # undo the warm-up updates in place (the graph holds these very tensors); state that
-        # the warm-up created is zeroed, which is what a fresh Adam state amounts to
-        with torch.no_grad():
-            model.load_state_dict(saved_model)
-            for p, s in opt.state.items():
-                before = saved_opt.get(id(p))
-                for k, v in s.items():
-                    if before is None:
-                        if torch.is_tensor(v):
-                            v.zero_()
-                    elif torch.is_tensor(v):
-                        v.copy_(before[k])
-                    else:
-                        s[k] = before[k]
-        self.graph = graph
-
-    def __call__(self):
-        if self.graph is None:
-            return self.eager()
-        self.graph.replay()
-        return self.loss, self.pred
 
 
 def _log_line(epoch, max_epoch, rec):
@@ -335,8 +162,8 @@ def train(store_path, annotations, out_dir, *, method: str = "TSA", max_epoch: i
 
     n_train, batch = len(train_set), min(bs_train, len(train_set))
     full_batches, rest = divmod(n_train, batch)
-    step = _Step(model, optimizer, train_set, batch, device, amp)
-    tail = _Step(model, optimizer, train_set, rest, device, amp) if rest else None
+    step = TrainStep(model, optimizer, train_set, batch, device, amp)
+    tail = TrainStep(model, optimizer, train_set, rest, device, amp) if rest else None
     step_mode = "eager"
     if use_graph:
         try:

@@ -17,75 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import metrics as M
-from .data import key_to_str, load_annotations, sample_tensors, voting_exemplars
-from .tsa import PairModel
+from .. import metrics as M
+from ..data import key_to_str, voting_exemplars
+from ..device import resolve_device
+from ..features.videoset import VideoSet, as_annotations, dive_vocabulary, load_store, video_set
+from ..tsa import PairModel
 
 TRANSITIONS = ("predicted", "oracle")
-
-
-@dataclass
-class VideoSet:
-    """Per-video tensors of one split, all on one device (rows follow `keys`)."""
-    keys: list
-    features: torch.Tensor                 # [N, snippets, 1024]
-    maps: torch.Tensor | None              # [N, snippets, 1024, H, W] or None
-    scores: torch.Tensor                   # [N] float32
-    bounds: torch.Tensor                   # [N, L] int64, ground-truth transitions
-    dive_ids: torch.Tensor                 # [N] int64 into the dive-number vocabulary
-    difficulty: torch.Tensor               # [N] float32
-
-    def __len__(self):
-        return len(self.keys)
-
-
-def as_annotations(annotations, num_transitions: int = 2):
-    """A loaded `Annotations` object, or the folder to load one from."""
-    if hasattr(annotations, "train_keys"):
-        return annotations
-    return load_annotations(annotations, num_transitions=num_transitions)
-
-
-def resolve_device(device) -> torch.device:
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def dive_vocabulary(annotations, train_keys) -> list:
-    """Dive numbers seen in training, sorted; F+R# maps any other dive number to one extra id."""
-    return sorted({annotations[k].dive_number for k in train_keys})
-
-
-def load_store(store_path, device, maps: bool = True, view: int | None = None,
-               all_views: bool = False):
-    """(FeatureStore, features, maps) with the whole store on `device`.
-
-    A multi-view store gives view `view` (default 0), or with `all_views` every view on an axis
-    after N ([N, K, S, 1024]) when `view` is None.
-    """
-    from .features import FeatureStore  # the store module pulls in h5py: import on use
-    store = FeatureStore(store_path)
-    if store.views > 1 and view is None and not all_views:
-        view = 0
-    feats, fmaps = store.load(device=device, maps=maps, view=view)
-    return store, feats, fmaps
-
-
-def video_set(store, feats, fmaps, annotations, keys, vocabulary: list, device) -> VideoSet:
-    """Gathers `keys`' rows of a loaded store and their labels; names missing keys."""
-    missing = [k for k in keys if k not in store]
-    if missing:
-        raise KeyError(f"{len(missing)} of {len(keys)} videos are not in feature store {store.path}, "
-                       f"e.g. {key_to_str(missing[0])}; extract them first (python -m fdperf.extract)")
-    rows = torch.tensor([store.index_of(k) for k in keys], dtype=torch.long, device=feats.device)
-    labels = sample_tensors(annotations, keys, device=device)
-    vocab = {d: i for i, d in enumerate(vocabulary)}
-    dive = torch.tensor([vocab.get(annotations[k].dive_number, len(vocabulary)) for k in keys],
-                        dtype=torch.long, device=device)
-    return VideoSet(list(keys), feats.index_select(0, rows).to(device),
-                    None if fmaps is None else fmaps.index_select(0, rows).to(device),
-                    labels["score"], labels["transitions"], dive, labels["difficulty"])
 
 
 def _encode(model: PairModel, videos: VideoSet, rows: torch.Tensor, use_gt: bool, query: bool,
@@ -225,7 +163,7 @@ def evaluate(checkpoint, store_path, annotations, out_dir, *, voter_number: int 
     checkpoints, "predicted" otherwise. policy: exemplar choice ("dive_number", "random",
     "difficulty"); voter_number: exemplars per query (M).
     """
-    from .tsa.checkpoint import load_model
+    from ..tsa.checkpoint import load_model
     device = resolve_device(device)
     model, ckpt = load_model(checkpoint, layout=layout, map_location="cpu")
     model.to(device)

@@ -25,7 +25,7 @@ matplotlib.use("Agg")  # headless: never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from . import metrics as M  # noqa: E402
+from .. import metrics as M  # noqa: E402
 
 NUM_FRAMES = 96
 REQUIRED = ("key", "true_score", "pred_score")
