@@ -10,6 +10,7 @@ import os
 import sys
 from typing import Callable
 
+from .data.exemplars import policy_from_flags  # noqa: F401  (re-exported for the commands)
 from .errors import UserError, one_line
 
 # Errors a user's input can cause: they end a command with one line and exit status 2.
@@ -112,12 +113,3 @@ def annotations_from(args, cfg_path) -> str:
                 return folder
     raise UserError("give the FineDiving annotations folder with --annotations (or a --config "
                     "whose label_path points into it)")
-
-
-def policy_from_flags(action_number_choosing: bool = True, random_choosing: bool = False) -> str:
-    """The reference's exemplar flags as a policy: same dive number, otherwise any sample.
-
-    (The reference reads `random_choosing` but its loader falls back to random choice whenever
-    `action_number_choosing` is false, so only the first flag decides.)
-    """
-    return "dive_number" if action_number_choosing else "random"

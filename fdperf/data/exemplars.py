@@ -83,3 +83,12 @@ def voting_exemplars(annotations, query_keys, train_keys, m: int = 10,
         rows[i, :len(chosen)] = torch.as_tensor(chosen)
         valid[i, :len(chosen)] = True
     return rows, valid
+
+
+def policy_from_flags(action_number_choosing: bool = True, random_choosing: bool = False) -> str:
+    """The reference's exemplar flags as a policy: same dive number, otherwise any sample.
+
+    (The reference reads `random_choosing` but its loader falls back to random choice whenever
+    `action_number_choosing` is false, so only the first flag decides.)
+    """
+    return "dive_number" if action_number_choosing else "random"

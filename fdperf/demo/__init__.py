@@ -14,11 +14,9 @@ Rerunning with the same settings reuses the set and the feature store.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
-import sys
 import time
 
 import numpy as np

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -20,8 +19,8 @@ from pathlib import Path
 import torch
 
 from .. import metrics as M
-from ..data import ExemplarSampler, voting_exemplars
-from ..tsa import METHODS, PairModel, build_model
+from ..data import ExemplarSampler, policy_from_flags, voting_exemplars
+from ..tsa import METHODS, build_model
 from ..tsa.checkpoint import CheckpointError, model_checkpoint, read_checkpoint, save_checkpoint
 from ..device import resolve_device
 from ..evaluate import score_metrics, vote
