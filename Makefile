@@ -27,10 +27,18 @@ venv:
 	  echo "$(SPECS)" > $(STAMP); \
 	else echo "venv up to date ($(VENV))"; fi
 
-# fdperf as an editable package with fdperf._C built in place. Objects stay in build/ext, so
-# ninja recompiles only what changed.
+# fdperf as an editable package with fdperf._C built in place. Nothing runs when no source, build
+# file or pin changed (the stamp); otherwise objects kept in build/ext let ninja recompile only
+# what changed.
+CSRC := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu')
+BUILT := build/.fdperf-built
 build: venv
+	@if ! ls fdperf/_C*.so >/dev/null 2>&1; then rm -f $(BUILT); fi
+	@$(MAKE) --no-print-directory $(BUILT)
+
+$(BUILT): $(CSRC) setup.py pyproject.toml $(STAMP)
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps -e .
+	@mkdir -p build && touch $@
 
 # The same csrc/ built against libtorch into a C++ test program run by CTest.
 cbuild: venv

@@ -136,3 +136,7 @@ def main(argv=None) -> int:
         for k, v in info.items():
             print(f"{k:<{width}}  {v}")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
