@@ -306,3 +306,60 @@ def test_join_shards_keeps_rows_errors_and_warnings(tmp_path):
     with h5py.File(out, "r") as f:
         assert f["warnings"].is_virtual and not f.attrs["complete"]
     assert not os.path.exists(out + ".lock")
+
+
+def test_dali_failure_falls_back_to_pil_and_says_so(tmp_path, monkeypatch):
+    import torch
+
+    from fdperf.extract import _Preparer
+    from fdperf.video import DecodeError, JpegDecoder
+    root = _frame_tree(tmp_path / "frames", {("01", 1): 30})
+    opts = ExtractOptions(device="cpu", num_snippets=1, batch_videos=1, readers=1, dali_threads=1)
+    keys = [("01", 1)]
+
+    def prepare():
+        prep = _Preparer(Inputs(frames_root=root), keys, _cpu_settings(opts), torch.device("cpu"))
+        try:
+            return prep.submit([0])()
+        finally:
+            prep.close()
+    normal = prepare()
+    monkeypatch.setattr(JpegDecoder, "decode", lambda self, videos: [DecodeError("forced")] * len(videos))
+    fallback = prepare()
+    assert fallback.rows == [0] and not fallback.errors
+    assert torch.equal(fallback.clips, normal.clips)     # PIL and DALI's CPU decoder agree bitwise
+    assert "DALI could not decode" in fallback.notes[0][-1] and "decoded with PIL" in fallback.notes[0][-1]
+
+
+def _cpu_settings(opts):
+    import torch
+
+    from fdperf.extract import _settings
+    return _settings(opts, torch.device("cpu"))
+
+
+# ---- the same error style for synthetic, report and demo -------------------------------------------
+
+def test_synthetic_report_demo_errors_are_one_line_exit_2(tmp_path, capsys):
+    from fdperf.demo.__main__ import main as demo_main
+    from fdperf.report.__main__ import main as report_main
+    from fdperf.synthetic.__main__ import main as synth_main
+    cases = [
+        (synth_main, ["--out", str(tmp_path / "s"), "--videos", "0"], "synthetic: error: --videos must be at least 1"),
+        (synth_main, ["--out", str(tmp_path / "s"), "--seed", "-1"], "synthetic: error: --seed must be >= 0"),
+        (synth_main, ["--out", str(tmp_path / "s"), "--test-share", "1.5"], "synthetic: error: --test-share must be"),
+        (report_main, ["--predictions", str(tmp_path / "none.csv"), "--out", str(tmp_path / "r")],
+         f"report: error: predictions file not found: {tmp_path}/none.csv"),
+        (report_main, ["--predictions", "p.csv", "--out", "r", "--max-videos", "0"],
+         "report: error: --max-videos must be >= 1"),
+        (demo_main, ["--out", str(tmp_path / "d"), "--videos", "3"], "demo: error: --videos: the demo needs at least 8"),
+        (demo_main, ["--out", str(tmp_path / "d"), "--seed", "-3"], "demo: error: --seed must be >= 0"),
+    ]
+    for command, argv, expected in cases:
+        assert command(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("python -m fdperf.") and expected in err, err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+        with pytest.raises(Exception):                  # noqa: B017 (--debug re-raises whatever it was)
+            command(["--debug", *argv])
+    assert not os.path.exists(tmp_path / "s") and not os.path.exists(tmp_path / "r")
