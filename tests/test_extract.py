@@ -207,7 +207,7 @@ def test_video_inputs_h264_pyav_and_vp9_dali(tmp_path, capsys):
     from test_video_decode import _write_video
     # A video list mixing codecs: H.264 decodes through PyAV, VP9 through DALI's CPU decoder.
     h264 = _write_video(tmp_path / "a.mp4", "libx264", n=30)
-    vp9 = _write_video(tmp_path / "b.webm", "libvpx-vp9", n=30)
+    _write_video(tmp_path / "b.webm", "libvpx-vp9", n=30)
     listing = tmp_path / "videos.tsv"
     listing.write_text(f"01/1\t{h264}\n01/2\tb.webm\n01/3\tmissing.mp4\n")
     out = str(tmp_path / "v.h5")

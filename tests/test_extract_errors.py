@@ -18,7 +18,7 @@ from PIL import Image
 from fdperf.extract import ExtractOptions, Inputs, InputWarning, extract_features
 from fdperf.extract.__main__ import main
 from fdperf.features import FeatureStore, FeatureStoreWriter
-from fdperf.features.store import StoreLock, StoreLockedError, join_shards
+from fdperf.features.store import StoreError, StoreLock, StoreLockedError, join_shards
 from fdperf.video import SourceError
 from fdperf.video.jpeg_check import JpegCheckError, jpeg_size, read_checked_frames
 from test_extract import REPO, _frame_tree
@@ -229,6 +229,8 @@ def test_usage_and_input_errors_are_one_line_exit_2(tmp_path, capsys):
         assert len(lines) == 1 and lines[0].startswith("python -m fdperf.extract: error: "), lines
         assert expected.format(t=tmp_path) in lines[0], lines
     assert not os.path.exists(tmp_path / "x.h5") and not os.path.exists(tmp_path / "bad.h5.lock")
+    with pytest.raises(StoreError, match=r"bad.h5 cannot be opened as an HDF5 file .* truncated or corrupt"):
+        FeatureStore(tmp_path / "bad.h5")                # what train and evaluate read through
     with pytest.raises(ValueError, match="annotations folder not found"):   # --debug: the traceback
         main(["--debug", *_argv(root, tmp_path / "x.h5", "--annotations", str(tmp_path / "missing"))])
 
@@ -246,34 +248,27 @@ def test_no_traceback_from_the_command_line(tmp_path):
 # ---- 5. what the extractor accepts is said and recorded -----------------------------------------
 
 def test_short_folders_and_skipped_files_warn_and_are_recorded(tmp_path, capsys):
-    frames = {("01", 1): 100, ("01", 2): 5}
-    root = _frame_tree(tmp_path / "frames", frames)
-    plain = str(tmp_path / "plain.h5")
-    assert main(_argv(root, plain, "--keys-file", _keys_file(tmp_path, ["01/1"]))) == 0
-    assert [ln for ln in capsys.readouterr().err.splitlines()
-            if ": warning: " in ln and "randomly initialised" not in ln] == []
+    import shutil
+    root = _frame_tree(tmp_path / "frames", {("01", 1): 100, ("01", 2): 5})
+    shutil.copytree(os.path.join(root, "01", "1"), os.path.join(root, "01", "3"))   # 01/3: plain copy
     Image.fromarray(np.zeros((36, 64, 3), np.uint8)).save(os.path.join(root, "01", "1", "00050.png"))
     out = str(tmp_path / "w.h5")
     assert main(_argv(root, out)) == 0
-    err = capsys.readouterr().err
-    short = [ln for ln in err.splitlines() if "has only 5 frame(s)" in ln]
-    skipped = [ln for ln in err.splitlines() if "skipped 1 file(s) that are not .jpg/.jpeg frames (00050.png)" in ln]
-    assert len(short) == 1 and len(skipped) == 1          # once per video, one line each
-    assert short[0].startswith("python -m fdperf.extract: warning: 01/2: ")
+    lines = [ln for ln in capsys.readouterr().err.splitlines()
+             if ": warning: " in ln and "randomly initialised" not in ln]
+    assert lines == [   # once per video, one line each
+        f"python -m fdperf.extract: warning: 01/1: {root}/01/1: skipped 1 file(s) that are not "
+        ".jpg/.jpeg frames (00050.png); convert them to JPEG if they are frames",
+        f"python -m fdperf.extract: warning: 01/2: {root}/01/2 has only 5 frame(s), fewer than "
+        "the 96 sampled: frames are repeated"]
     store = FeatureStore(out)
     notes = dict(store.warnings)
     assert "fewer than the 96 sampled: frames are repeated" in notes[("01", 2)]
-    assert "00050.png" in notes[("01", 1)]
-    # The warning is recorded, the features are those of the folder without the extra file.
-    with h5py.File(plain, "r") as a, h5py.File(out, "r") as b:
-        np.testing.assert_array_equal(a["features"][0], b["features"][0])
-        assert a["warnings"][0] == b""
-
-
-def _keys_file(tmp_path, keys):
-    path = tmp_path / "keys.txt"
-    path.write_text("".join(k + "\n" for k in keys))
-    return str(path)
+    assert "00050.png" in notes[("01", 1)] and ("01", 3) not in notes
+    # The warning is recorded; the features are those of the same folder without the extra file.
+    with h5py.File(out, "r") as f:
+        np.testing.assert_array_equal(f["features"][0], f["features"][2])
+        assert f["warnings"][2] == b""
 
 
 def test_warnings_of_the_library_are_input_warnings(tmp_path):
