@@ -6,12 +6,13 @@ import os
 
 import torch
 
+from ..errors import UserError
 from .i3d import I3D
 
 RANDOM_INIT = "random-init"
 
 
-class WeightsError(ValueError):
+class WeightsError(ValueError, UserError):
     """A weights file that does not fit the I3D layout; the message lists what is wrong."""
 
 

@@ -4,15 +4,17 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .. import cli
+from ..errors import UserError
 from . import run_demo
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m fdperf.demo",
-        description="Run fdperf end to end on a synthetic dive set: generate it, extract I3D "
-                    "features, train TSA and the F+R baseline, vote on the test split, print the "
-                    "metrics and write the visual report.")
+    p = cli.parser(
+        "python -m fdperf.demo",
+        "Run fdperf end to end on a synthetic dive set: generate it, extract I3D features, train "
+        "TSA and the F+R baseline, vote on the test split, print the metrics and write the visual "
+        "report.")
     p.add_argument("--videos", type=int, default=120, help="synthetic dives to generate (default 120)")
     p.add_argument("--epochs", type=int, default=None,
                    help="training epochs of TSA and F+R (default: 40 on the CPU, 200 on a GPU)")
@@ -28,13 +30,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        run_demo(args.out, args.videos, args.epochs, args.device, args.weights, args.seed,
-                 progress=not args.quiet)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return cli.run(build_parser(), _main, argv)
+
+
+def _main(args) -> int:
+    if args.seed < 0:
+        raise UserError(f"--seed must be >= 0, got {args.seed}")
+    run_demo(args.out, args.videos, args.epochs, args.device, args.weights, args.seed,
+             progress=not args.quiet)
     return 0
 
 

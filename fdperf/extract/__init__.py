@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import io
 import os
 import queue
 import threading
@@ -31,11 +32,12 @@ import torch
 from ..backbone import RANDOM_INIT, fuse_for_inference, load_i3d
 from ..data import key_to_str
 from ..device import resolve_device
-from ..features.store import FeatureStoreWriter
+from ..features.store import FeatureStoreWriter, StoreLock, join_shards
 from ..video import (DALI_CPU_CODECS, DaliVideoDecoder, DecodeError, FrameFolder, JpegDecoder,
                     ParallelDecoder, SourceError, VideoError, VideoFile, decode_frames,
                     frame_folder, gather_normalize, plan_for, probe, snippet_starts, to_snippets,
                     video_file, video_frame_indices)
+from ..video.jpeg_check import read_checked_frames
 from ..version import __version__
 
 Key = tuple[str, int]
@@ -140,6 +142,8 @@ def _settings(opts: ExtractOptions, device: torch.device) -> ExtractOptions:
     o.dali_threads = o.dali_threads or (4 if gpu else max(1, min(4, os.cpu_count() or 1)))
     # channels_last_3d: faster on GPUs and also on the CPU (oneDNN; ~25% on this I3D, AVX2).
     o.channels_last = True if o.channels_last is None else o.channels_last
+    if o.seed < 0:
+        raise ValueError(f"seed must be >= 0, got {o.seed}")
     if o.views < 1 or o.num_snippets < 1 or o.num_snippets > 9:
         raise ValueError("views must be >= 1 and num_snippets between 1 and 9")
     for name in ("batch_videos", "i3d_videos", "readers", "dali_threads", "io_threads"):
@@ -198,6 +202,7 @@ class _Prepared:
     clips: torch.Tensor | None       # [len(rows) * K, 3, 96, 112, 112]
     errors: list                     # (row, reason)
     seconds: float
+    notes: dict = field(default_factory=dict)   # row -> warnings (short folder, skipped files, ...)
 
 
 class _Preparer:
@@ -218,10 +223,11 @@ class _Preparer:
 
     @staticmethod
     def _read_frames(src: FrameFolder):
+        # Checked before DALI sees them: its native decoder crashes on some non-JPEG input.
         try:
-            return [np.fromfile(p, dtype=np.uint8) for p in src.files]
-        except OSError as e:
-            return SourceError(f"cannot read frame: {e}")
+            return read_checked_frames(src.files)
+        except SourceError as e:
+            return e
 
     def _video_plan(self, src: VideoFile):
         """(use DALI?, frame indices, file bytes or None) of one video, or a SourceError."""
@@ -246,6 +252,7 @@ class _Preparer:
         reads = {r: self.io.submit(self._read_frames if isinstance(s, FrameFolder) else self._video_plan, s)
                  for r, s in srcs.items() if not isinstance(s, SourceError)}
         errors = [(r, str(s)) for r, s in srcs.items() if isinstance(s, SourceError)]
+        notes = {r: list(s.warnings) for r, s in srcs.items() if isinstance(s, FrameFolder) and s.warnings}
         frames: dict[int, torch.Tensor] = {}
         jpeg_rows, jpeg_data, vid_rows, vid_data = [], [], [], []
         for r, fut in reads.items():
@@ -269,32 +276,29 @@ class _Preparer:
         if vid_rows:
             pending.append((vid_rows, self.video.submit(vid_data)))
 
+        encoded = dict(zip(jpeg_rows, jpeg_data))
+
         def finish() -> _Prepared:
             for rws, fut in pending:
                 for r, out in zip(rws, fut.result()):
-                    if isinstance(out, DecodeError):
-                        errors.append((r, self._explain(srcs[r], out.reason)))
-                    else:
+                    if not isinstance(out, DecodeError):
                         frames[r] = out
+                    elif not isinstance(srcs[r], FrameFolder):
+                        errors.append((r, f"{srcs[r].path}: {out.reason}"))
+                    else:
+                        got = _pil_decode(srcs[r].files, encoded[r])
+                        if isinstance(got, str):
+                            errors.append((r, got))
+                        else:
+                            frames[r] = got
+                            notes.setdefault(r, []).append(
+                                f"DALI could not decode {os.path.dirname(srcs[r].files[0])} "
+                                f"({out.reason}); decoded with PIL instead")
             ok = [r for r in rows if r in frames]
             clips = self._preprocess(ok, frames) if ok else None
             errors.sort()
-            return _Prepared(ok, clips, errors, time.perf_counter() - t0)
+            return _Prepared(ok, clips, errors, time.perf_counter() - t0, notes)
         return finish
-
-    @staticmethod
-    def _explain(src, reason: str) -> str:
-        """Names the bad frame of a folder that DALI could not decode (PIL gives the reason)."""
-        if not isinstance(src, FrameFolder):
-            return f"{src.path}: {reason}"
-        from PIL import Image
-        for path in dict.fromkeys(src.files):
-            try:
-                with Image.open(path) as im:
-                    im.load()
-            except Exception as e:  # PIL raises many types for broken files
-                return f"corrupt or truncated JPEG {path}: {e}"
-        return f"{os.path.dirname(src.files[0])}: {reason}"
 
     def _preprocess(self, rows: list[int], frames: dict[int, torch.Tensor]) -> torch.Tensor:
         o = self.opts
@@ -307,6 +311,24 @@ class _Preparer:
                 plan = plan_for(o.preprocess, h, w, None if k == 1 else v, o.seed, key_to_str(self.keys[r]))
                 gather_normalize(fr, plan, out=out[i * k + v])
         return out
+
+
+def _pil_decode(files: Sequence[str], encoded: Sequence[np.ndarray]) -> torch.Tensor | str:
+    """The checked decoder behind DALI: frames [T, H, W, 3] uint8, or the reason naming the file.
+
+    Used only for a video DALI refused although every frame passed `read_checked_frames`.
+    """
+    from PIL import Image
+    decoded: dict[str, np.ndarray] = {}
+    for path, data in zip(files, encoded):
+        if path in decoded:
+            continue
+        try:
+            with Image.open(io.BytesIO(data.tobytes())) as im:
+                decoded[path] = np.asarray(im.convert("RGB"))
+        except Exception as e:  # noqa: BLE001 (PIL raises many types for broken files)
+            return f"corrupt JPEG {path}: {e}"
+    return torch.from_numpy(np.stack([decoded[p] for p in files]))
 
 
 def _prefetching(batches: Iterable[list[int]], prep: _Preparer, depth: int = 2):
@@ -364,6 +386,64 @@ def store_attrs(opts: ExtractOptions, sha: str, weights: str | None, device: tor
     }
 
 
+class InputWarning(UserWarning):
+    """An input the extractor accepted with a change a user should know about (recorded in the
+    store's `warnings` dataset): a short frame folder, skipped files, a decoder fallback."""
+
+
+def _non_finite(feats: np.ndarray, maps: np.ndarray) -> list[str | None]:
+    """Per row: None when features and maps are finite, else what is not (for the errors entry)."""
+    out = []
+    for f, m in zip(feats, maps):
+        bad = [f"{name}: {int(np.isnan(x).sum())} NaN, {int(np.isinf(x).sum())} inf"
+               for name, x in (("features", f), ("feature_maps", m)) if not np.isfinite(x).all()]
+        out.append("; ".join(bad) or None)
+    return out
+
+
+def _run_batch(batch: _Prepared, backbone: Backbone, writer: FeatureStoreWriter, keys: list,
+               views: int, result: ExtractResult, timings: dict) -> None:
+    """I3D on one prepared batch; finite rows are written, the others become errors."""
+    result.errors += [(keys[r], reason) for r, reason in batch.errors]
+    for r, messages in sorted(batch.notes.items()):
+        for m in messages:
+            warnings.warn(f"{key_to_str(keys[r])}: {m}", InputWarning, stacklevel=2)
+    if not batch.rows:
+        return
+    t0 = time.perf_counter()
+    feats, maps = backbone(batch.clips)
+    if views > 1:
+        feats = feats.reshape((len(batch.rows), views) + feats.shape[1:])
+        maps = maps.reshape((len(batch.rows), views) + maps.shape[1:])
+    t1 = time.perf_counter()
+    # A non-finite row would silently move every vote it takes part in: never mark it done.
+    bad = _non_finite(feats, maps)
+    keep = [i for i, b in enumerate(bad) if b is None]
+    result.errors += [(keys[batch.rows[i]], f"I3D output is not finite ({b}); row not written: "
+                       "check the weights file and this video's frames") for i, b in enumerate(bad) if b]
+    if keep:
+        rows = [batch.rows[i] for i in keep]
+        writer.write(rows, feats[keep], maps[keep], warnings={r: batch.notes[r] for r in rows if r in batch.notes})
+    timings["backbone"] += t1 - t0
+    timings["write"] += time.perf_counter() - t1
+    result.extracted += len(keep)
+
+
+def _open_store(out, keys, weights, random_init, opts, device, shard, lock):
+    """(writer, I3D): loads I3D and creates or resumes the store under `lock`."""
+    model, sha = load_i3d(weights, random_init=random_init, seed=opts.seed)
+    if sha == RANDOM_INIT:
+        warnings.warn("extracting with a randomly initialised I3D (--random-init): the features "
+                      "are meaningless for assessment; the store records weights_sha256='random-init'",
+                      stacklevel=3)
+    if opts.fuse:
+        model = fuse_for_inference(model)
+    attrs = store_attrs(opts, sha, os.fspath(weights) if weights else None, device, shard)
+    writer = FeatureStoreWriter(out, keys, attrs=attrs, num_snippets=opts.num_snippets,
+                                views=opts.views, overwrite=opts.overwrite, lock=lock)
+    return writer, model
+
+
 def extract_features(out: str | os.PathLike, keys: Sequence[Key], inputs: Inputs, *,
                      weights: str | os.PathLike | None = None, random_init: bool = False,
                      options: ExtractOptions | None = None, shard: str = "",
@@ -381,16 +461,13 @@ def extract_features(out: str | os.PathLike, keys: Sequence[Key], inputs: Inputs
     keys = [(str(k[0]), int(k[1])) for k in keys]
     if not keys:
         raise ValueError("no keys to extract")
-    model, sha = load_i3d(weights, random_init=random_init, seed=opts.seed)
-    if sha == RANDOM_INIT:
-        warnings.warn("extracting with a randomly initialised I3D (--random-init): the features "
-                      "are meaningless for assessment; the store records weights_sha256='random-init'",
-                      stacklevel=2)
-    if opts.fuse:
-        model = fuse_for_inference(model)
-    attrs = store_attrs(opts, sha, os.fspath(weights) if weights else None, device, shard)
-    writer = FeatureStoreWriter(out, keys, attrs=attrs, num_snippets=opts.num_snippets,
-                                views=opts.views, overwrite=opts.overwrite)
+    # The lock first: a store in use is refused before anything is loaded.
+    lock = StoreLock(out).acquire()
+    try:
+        writer, model = _open_store(out, keys, weights, random_init, opts, device, shard, lock)
+    except BaseException:
+        lock.release()
+        raise
     result = ExtractResult(os.fspath(out), len(keys), 0, len(keys) - len(writer.pending))
     timings = {"prepare": 0.0, "backbone": 0.0, "write": 0.0}
     backbone = Backbone(model, device, opts.precision, opts.channels_last,
@@ -406,18 +483,7 @@ def extract_features(out: str | os.PathLike, keys: Sequence[Key], inputs: Inputs
     try:
         for batch in _prefetching(batches, prep):
             timings["prepare"] += batch.seconds
-            result.errors += [(keys[r], reason) for r, reason in batch.errors]
-            if batch.rows:
-                t0 = time.perf_counter()
-                feats, maps = backbone(batch.clips)
-                if opts.views > 1:
-                    feats = feats.reshape((len(batch.rows), opts.views) + feats.shape[1:])
-                    maps = maps.reshape((len(batch.rows), opts.views) + maps.shape[1:])
-                t1 = time.perf_counter()
-                writer.write(batch.rows, feats, maps)
-                timings["backbone"] += t1 - t0
-                timings["write"] += time.perf_counter() - t1
-                result.extracted += len(batch.rows)
+            _run_batch(batch, backbone, writer, keys, opts.views, result, timings)
             n = len(batch.rows) + len(batch.errors)
             if bar is not None:
                 bar.update(n)
@@ -449,44 +515,14 @@ def shard_path(out: str, rank: int, world: int) -> str:
 
 
 def write_master(out: str, keys: Sequence[Key], world: int) -> bool:
-    """Joins the shard files into one store at `out` with HDF5 virtual datasets.
+    """Joins the shard files into one store at `out` (`fdperf.features.store.join_shards`).
 
-    `keys` and `errors` are copied; `features`, `feature_maps` and `done` are virtual, mapped
-    onto the shards by relative file names (keep the files together). Returns completeness.
+    `features`, `feature_maps`, `done` and `warnings` are virtual datasets mapped onto the shards
+    by relative file names (keep the files together). Returns completeness.
     """
     out = os.fspath(out)
-    paths = [shard_path(out, r, world) for r in range(world)]
-    blocks = [shard_rows(len(keys), r, world) for r in range(world)]
-    errors, complete, attrs = [], True, None
-    layouts = {}
-    for path, rows in zip(paths, blocks):
-        with h5py.File(path, "r") as f:
-            if attrs is None:
-                attrs = dict(f.attrs)
-            complete &= bool(f.attrs.get("complete", False))
-            errors += [tuple(x.decode() if isinstance(x, bytes) else x for x in e) for e in f["errors"][...]]
-            for name in ("features", "feature_maps", "done"):
-                ds = f[name]
-                if name not in layouts:
-                    layouts[name] = h5py.VirtualLayout(shape=(len(keys),) + ds.shape[1:], dtype=ds.dtype)
-                if len(rows):
-                    src = h5py.VirtualSource(os.path.basename(path), name, shape=ds.shape)
-                    layouts[name][int(rows[0]):int(rows[-1]) + 1] = src
-    tmp = out + ".creating"
-    with h5py.File(tmp, "w") as f:
-        f.create_dataset("keys", data=np.array([key_to_str(k) for k in keys], dtype=object),
-                         dtype=h5py.string_dtype("utf-8"))
-        for name, layout in layouts.items():
-            f.create_virtual_dataset(name, layout, fillvalue=0)
-        err_dtype = np.dtype([("key", h5py.string_dtype("utf-8")), ("reason", h5py.string_dtype("utf-8"))])
-        f.create_dataset("errors", data=np.array(errors, dtype=err_dtype), maxshape=(None,))
-        for k, v in (attrs or {}).items():
-            f.attrs[k] = v
-        f.attrs["shard"] = ""
-        f.attrs["shards"] = np.array([os.path.basename(p) for p in paths], dtype=object)
-        f.attrs["complete"] = complete
-    os.replace(tmp, out)
-    return complete
+    return join_shards(out, keys, [shard_path(out, r, world) for r in range(world)],
+                       [shard_rows(len(keys), r, world) for r in range(world)])
 
 
 def distributed_env() -> tuple[int, int, int]:

@@ -7,10 +7,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 
-from . import (PRECISIONS, ExtractOptions, Inputs, distributed_env, extract_features,
-                         extract_sharded)
-from ..features import StoreError
+from .. import cli
+from ..errors import UserError
+from . import (PRECISIONS, ExtractOptions, Inputs, InputWarning, distributed_env,
+               extract_features, extract_sharded)
+
+PROG = "python -m fdperf.extract"
 
 EPILOG = """\
 examples:
@@ -22,14 +26,13 @@ examples:
 
 Rerunning the same command after an interruption resumes it: finished videos are skipped.
 Exit status: 0 when the store is complete, 1 when some videos failed (listed in the store's
-`errors` dataset and in the summary), 2 for usage errors.
+`errors` dataset and in the summary), 2 for a usage or input error (one line naming the option,
+file or key; --debug shows the traceback), a store in use by another run included.
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m fdperf.extract", description=__doc__.splitlines()[0].split(": ", 1)[1],
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser(PROG, __doc__.splitlines()[0].split(": ", 1)[1], EPILOG)
     src = p.add_argument_group("inputs (one of --frames-root, --videos-root, --video-list)")
     src.add_argument("--annotations", metavar="DIR",
                      help="FineDiving Annotations/ folder: the keys to extract (and, for untrimmed "
@@ -97,19 +100,52 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _keys(args, parser) -> tuple[list, Inputs]:
+# option -> smallest value; checked before anything is loaded.
+MINIMUM = {"seed": 0, "views": 1, "num_snippets": 1, "limit": 1, "batch_videos": 1, "i3d_videos": 1,
+           "readers": 1, "dali_threads": 1, "torch_threads": 1, "io_threads": 1}
+
+
+def _check_options(args) -> None:
+    """Range checks and the output path, before any annotation, weights or frame is read."""
+    for name, low in MINIMUM.items():
+        value = getattr(args, name)
+        if value is not None and value < low:
+            raise UserError(f"--{name.replace('_', '-')} must be >= {low}, got {value}")
+    if args.num_snippets > 9:
+        raise UserError(f"--num-snippets must be at most 9 (the 96-frame clip holds 9 snippets), "
+                        f"got {args.num_snippets}")
+    if args.weights is None and not args.random_init:
+        raise UserError("no I3D weights: pass --weights model_rgb.pth (or a TSA checkpoint), or "
+                        "--random-init to extract with random weights on purpose")
+    given = [a for a in ("frames_root", "videos_root", "video_list") if getattr(args, a)]
+    if len(given) != 1:
+        raise UserError("give exactly one of --frames-root, --videos-root, --video-list")
+    _check_out(args.out)
+
+
+def _check_out(out: str) -> None:
+    if os.path.isdir(out):
+        raise UserError(f"--out {out} is a directory; give the store a file name, e.g. "
+                        f"{os.path.join(out, 'feats.h5')}")
+    folder = os.path.dirname(os.path.abspath(out))
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise UserError(f"--out {out}: {folder} is a file, not a folder; choose another --out")
+    if not os.path.isdir(folder):
+        raise UserError(f"--out {out}: the folder {folder} does not exist; create it first")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out}: the folder {folder} is not writable; choose another --out")
+
+
+def _keys(args) -> tuple[list, Inputs]:
     from ..data import load_annotations, load_pickle
     from ..video import discover_frame_keys, read_keys_file, read_video_list
 
     ann = load_annotations(args.annotations) if args.annotations else None
-    inputs_given = [a for a in ("frames_root", "videos_root", "video_list") if getattr(args, a)]
-    if len(inputs_given) != 1:
-        parser.error("give exactly one of --frames-root, --videos-root, --video-list")
     video_list = read_video_list(args.video_list) if args.video_list else None
     bounds = None
     if args.videos_root and args.video_layout == "untrimmed":
         if ann is None:
-            parser.error("--video-layout untrimmed needs --annotations (the coarse start/end frames)")
+            raise UserError("--video-layout untrimmed needs --annotations (the coarse start/end frames)")
         coarse = load_pickle(os.path.join(args.annotations, "FineDiving_coarse_annotation.pkl"))
         bounds = {(str(k[0]), int(k[1])): (int(v["start_frame"]), int(v["end_frame"]))
                   for k, v in coarse.items()}
@@ -122,19 +158,19 @@ def _keys(args, parser) -> tuple[list, Inputs]:
     elif args.frames_root:
         keys = discover_frame_keys(args.frames_root)
     else:
-        parser.error("--videos-root needs --annotations or --keys-file to know the keys")
+        raise UserError("--videos-root needs --annotations or --keys-file to know the keys")
     keys = sorted({(str(k[0]), int(k[1])) for k in keys})
     if args.keys_file and ann is not None:
         wanted = read_keys_file(args.keys_file)
         unknown = [k for k in wanted if k not in set(keys)]
         if unknown:
-            parser.error(f"--keys-file: {len(unknown)} key(s) not in the annotations "
-                         f"({args.split} split), e.g. {unknown[0][0]}/{unknown[0][1]}")
+            raise UserError(f"--keys-file {args.keys_file}: {len(unknown)} key(s) not in the "
+                            f"annotations ({args.split} split), e.g. {unknown[0][0]}/{unknown[0][1]}")
         keys = sorted(set(wanted))
     if args.limit is not None:
-        if args.limit < 1:
-            parser.error("--limit must be >= 1")
         keys = keys[:args.limit]
+    if not keys:
+        raise UserError("no keys to extract (check --annotations, --split, --keys-file or the inputs)")
     inputs = Inputs(frames_root=args.frames_root, videos_root=args.videos_root,
                     video_ext=args.video_ext, untrimmed_bounds=bounds, video_list=video_list)
     return keys, inputs
@@ -152,14 +188,12 @@ def _summary(result, complete: bool, out: str) -> str:
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.weights is None and not args.random_init:
-        parser.error("no I3D weights: pass --weights model_rgb.pth (or a TSA checkpoint), or "
-                     "--random-init to extract with random weights on purpose")
-    keys, inputs = _keys(args, parser)
-    if not keys:
-        parser.error("no keys to extract")
+    return cli.run(build_parser(), _main, argv)
+
+
+def _main(args) -> int:
+    _check_options(args)
+    keys, inputs = _keys(args)
     options = ExtractOptions(
         device=args.device, precision=args.precision, preprocess=args.preprocess, views=args.views,
         seed=args.seed, batch_videos=args.batch_videos, i3d_videos=args.i3d_videos,
@@ -167,14 +201,24 @@ def main(argv=None) -> int:
         io_threads=args.io_threads, num_snippets=args.num_snippets,
         channels_last={"auto": None, "on": True, "off": False}[args.channels_last],
         fuse=not args.no_fuse, overwrite=args.overwrite, progress=not args.no_progress)
-    common = dict(weights=args.weights, random_init=args.random_init, options=options)
-    try:
+    common = {"weights": args.weights, "random_init": args.random_init, "options": options}
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", InputWarning)   # each video's warning, also on a rerun
+        warnings.showwarning = _one_line_warning
         return _run(args, keys, inputs, common)
-    except (ValueError, FileNotFoundError, StoreError) as e:
-        # User errors (bad weights file, settings that do not fit an existing store, no GPU):
-        # the message, not a traceback.
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        return 2
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """fdperf's own warnings as `prog: warning: ...`; others as Python prints them."""
+    if not issubclass(category, UserWarning) or not _is_fdperf(filename):
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+        return
+    print(f"{PROG}: warning: {' '.join(str(message).split())}", file=file or sys.stderr)
+
+
+def _is_fdperf(filename: str) -> bool:
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return os.path.abspath(filename).startswith(package + os.sep)
 
 
 def _run(args, keys, inputs, common) -> int:

@@ -5,7 +5,11 @@
 import argparse
 import sys
 
+from .. import cli
+from ..errors import UserError
 from . import ReportError, write_report
+
+PROG = "python -m fdperf.report"
 
 
 def _named(values, option):
@@ -19,12 +23,11 @@ def _named(values, option):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m fdperf.report",
-        description="Render one PNG per test video (timeline with true/predicted transitions and "
-                    "PSNet's transition probabilities, per-step relative scores against each exemplar, "
-                    "the exemplars' votes against the true score), a summary PNG (predicted vs true "
-                    "scores, training curves) and an index.html linking them. Headless (matplotlib Agg).")
+    p = cli.parser(
+        PROG, "Render one PNG per test video (timeline with true/predicted transitions and "
+              "PSNet's transition probabilities, per-step relative scores against each exemplar, "
+              "the exemplars' votes against the true score), a summary PNG (predicted vs true "
+              "scores, training curves) and an index.html linking them. Headless (matplotlib Agg).")
     p.add_argument("--predictions", required=True,
                    help="predictions CSV written by fdperf.evaluate / fdperf.vote.evaluate")
     p.add_argument("--out", required=True, help="output folder (index.html, summary.png, videos/*.png)")
@@ -46,16 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        rep = write_report(args.predictions, args.out, method=args.method,
-                           compare=_named(args.compare, "--compare"),
-                           train_logs=_named(args.train_log, "--train-log"),
-                           probabilities=args.probabilities, frames_dir=args.frames,
-                           max_videos=args.max_videos, title=args.title, progress=True)
-    except ReportError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return cli.run(build_parser(), _main, argv)
+
+
+def _main(args) -> int:
+    if args.max_videos is not None and args.max_videos < 1:
+        raise UserError(f"--max-videos must be >= 1, got {args.max_videos}")
+    rep = write_report(args.predictions, args.out, method=args.method,
+                       compare=_named(args.compare, "--compare"),
+                       train_logs=_named(args.train_log, "--train-log"),
+                       probabilities=args.probabilities, frames_dir=args.frames,
+                       max_videos=args.max_videos, title=args.title, progress=True)
     print(f"report: {rep.index} ({len(rep.videos)} videos)")
     return 0
 

@@ -6,15 +6,17 @@ import argparse
 import sys
 import time
 
+from .. import cli
+from ..errors import UserError
 from . import generate_dataset
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m fdperf.synthetic",
-        description="Render procedural dives (pool, springboard, diver) as 455x256 JPEG frame folders "
-                    "with the six FineDiving annotation files: <out>/frames/<event>/<index>/%%05d.jpg, "
-                    "<out>/Annotations/*.pkl, <out>/synth.json.")
+    p = cli.parser(
+        "python -m fdperf.synthetic",
+        "Render procedural dives (pool, springboard, diver) as 455x256 JPEG frame folders with the "
+        "six FineDiving annotation files: <out>/frames/<event>/<index>/%%05d.jpg, "
+        "<out>/Annotations/*.pkl, <out>/synth.json.")
     p.add_argument("--out", required=True, help="output folder (created if missing)")
     p.add_argument("--videos", type=int, default=120, help="number of dives to render (default 120)")
     p.add_argument("--seed", type=int, default=0, help="random seed; a seed always gives the same set "
@@ -30,17 +32,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    return cli.run(build_parser(), _main, argv)
+
+
+def _main(args) -> int:
+    # Range checks before anything is rendered.
     if args.videos < 1:
-        print("error: --videos must be at least 1", file=sys.stderr)
-        return 2
+        raise UserError(f"--videos must be at least 1, got {args.videos}")
+    if args.seed < 0:
+        raise UserError(f"--seed must be >= 0, got {args.seed}")
+    if not 0 < args.test_share < 1:
+        raise UserError(f"--test-share must be between 0 and 1 (exclusive), got {args.test_share}")
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers must be >= 1, got {args.workers}")
     start = time.perf_counter()
-    try:
-        ds = generate_dataset(args.out, args.videos, args.seed, test_share=args.test_share,
-                              workers=args.workers, overwrite=args.overwrite, progress=not args.quiet)
-    except (FileExistsError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    ds = generate_dataset(args.out, args.videos, args.seed, test_share=args.test_share,
+                          workers=args.workers, overwrite=args.overwrite, progress=not args.quiet)
     print(f"{args.videos} dives ({len(ds.train_keys)} train, {len(ds.test_keys)} test) in "
           f"{time.perf_counter() - start:.1f} s\n  frames:      {ds.frames_dir}\n"
           f"  annotations: {ds.annotations_dir}")

@@ -9,17 +9,27 @@ import os
 import av
 import numpy as np
 
+from ..errors import UserError
+
 # Codecs DALI's CPU video decoder handles (DESIGN §5); everything else goes through PyAV on the CPU.
 DALI_CPU_CODECS = frozenset({"vp8", "vp9", "mjpeg"})
 
 
-class VideoError(RuntimeError):
+class VideoError(RuntimeError, UserError):
     """A video that cannot be opened or decoded; the message names the file and the reason."""
+
+
+# What FFmpeg/PyAV may raise on a damaged or hostile file: FFmpegError, but also
+# UnicodeDecodeError from corrupt metadata, IndexError, EOFError, ... Any of them means "this
+# file cannot be used", never a reason to stop the run.
+_BAD_FILE = (av.FFmpegError, ValueError, OSError, IndexError, EOFError, RuntimeError, TypeError)
 
 
 def probe(path: str | os.PathLike) -> tuple[str, int]:
     """(codec name, frame count). Counts packets when the container does not store a count."""
     path = os.fspath(path)
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise VideoError(f"{path}: empty file (0 bytes)")
     try:
         with av.open(path) as c:
             if not c.streams.video:
@@ -29,8 +39,10 @@ def probe(path: str | os.PathLike) -> tuple[str, int]:
             count = int(stream.frames or 0)
             if count <= 0:
                 count = sum(1 for pkt in c.demux(stream) if pkt.size)
-    except av.FFmpegError as e:
-        raise VideoError(f"{path}: cannot open video ({e})") from e
+    except VideoError:
+        raise
+    except _BAD_FILE as e:
+        raise VideoError(f"{path}: cannot open video ({type(e).__name__}: {e})") from e
     if count <= 0:
         raise VideoError(f"{path}: the video has no frames")
     return codec, count
@@ -57,8 +69,8 @@ def decode_frames(path: str | os.PathLike, indices: np.ndarray) -> np.ndarray:
             kept = _decode_seeking(path, wanted)
         if kept is None:
             kept = _decode_from_start(path, wanted)
-    except (av.FFmpegError, IndexError) as e:
-        raise VideoError(f"{path}: decoding failed ({e})") from e
+    except _BAD_FILE as e:
+        raise VideoError(f"{path}: decoding failed ({type(e).__name__}: {e})") from e
     missing = sorted(wanted - kept.keys())
     if missing:
         raise VideoError(f"{path}: the stream ends before frame {missing[0]} "

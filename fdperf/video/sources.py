@@ -15,12 +15,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..data import key_from_str, sample_frame_indices
+from ..errors import UserError
 
 NUM_FRAMES = 96
 _NUMBERED = re.compile(r"^(\d+)$")
 
 
-class SourceError(ValueError):
+class SourceError(ValueError, UserError):
     """A key whose input cannot be used; the message says why (recorded per key, not raised)."""
 
 
@@ -28,6 +29,7 @@ class SourceError(ValueError):
 class FrameFolder:
     key: tuple[str, int]
     files: tuple[str, ...]      # the 96 sampled JPEG paths, in clip order
+    warnings: tuple[str, ...] = ()  # what the sampling had to accept (short folder, skipped files)
 
 
 @dataclass(frozen=True)
@@ -53,12 +55,33 @@ def frame_folder(root: str, key, n: int = NUM_FRAMES) -> FrameFolder:
     folder = os.path.join(root, key[0], str(int(key[1])))
     if not os.path.isdir(folder):
         raise SourceError(f"frame folder not found: {folder}")
-    names = sorted(e.name for e in os.scandir(folder)
-                   if e.is_file() and e.name.lower().endswith((".jpg", ".jpeg")))
+    names, skipped = [], []
+    for e in os.scandir(folder):
+        if e.name.lower().endswith((".jpg", ".jpeg")) and e.is_file():
+            names.append(e.name)
+        elif e.is_file() and not e.name.startswith("."):     # hidden files (.DS_Store, ...) are never frames
+            skipped.append(e.name)
     if not names:
-        raise SourceError(f"no JPEG frames in {folder}")
+        raise SourceError(f"no JPEG frames in {folder}" + (f" (only {_listing(skipped)})" if skipped else ""))
+    names.sort()
     idx = folder_frame_indices(names, n)
-    return FrameFolder((key[0], int(key[1])), tuple(os.path.join(folder, names[i]) for i in idx))
+    return FrameFolder((key[0], int(key[1])), tuple(os.path.join(folder, names[i]) for i in idx),
+                       _folder_warnings(folder, len(names), sorted(skipped), n))
+
+
+def _listing(names: list[str], limit: int = 3) -> str:
+    return ", ".join(names[:limit]) + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def _folder_warnings(folder: str, frames: int, skipped: list[str], n: int) -> tuple[str, ...]:
+    """What a user should know about a folder the sampling accepted (recorded in the store)."""
+    out = []
+    if frames < n:
+        out.append(f"{folder} has only {frames} frame(s), fewer than the {n} sampled: frames are repeated")
+    if skipped:
+        out.append(f"{folder}: skipped {len(skipped)} file(s) that are not .jpg/.jpeg frames "
+                   f"({_listing(skipped)}); convert them to JPEG if they are frames")
+    return tuple(out)
 
 
 def video_file(root: str, key, ext: str = ".mp4", start: int | None = None,
