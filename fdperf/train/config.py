@@ -1,12 +1,10 @@
 """`TrainConfig`: every option of `fdperf.train.train`, checked in one place before any loading."""
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import dataclass
 
 from ..data.exemplars import POLICIES, policy_from_flags
-from ..errors import UserError
+from ..options import ConfigError, finite, int_at_least, one_of
 from ..tsa import LAYOUTS, METHODS
 
 # Options that shape the optimisation: a resume that changes one of them needs
@@ -14,24 +12,7 @@ from ..tsa import LAYOUTS, METHODS
 RESUME_GUARDED = ("max_epoch", "bs_train", "base_lr", "seed", "prob_tas_threshold",
                   "voter_number", "policy", "eval_every", "amp", "view")
 
-
-class ConfigError(UserError, ValueError):
-    """An option value that training or evaluation refuses; the message names the option."""
-
-
-def _int_at_least(name: str, value, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ConfigError(f"--{name} {value!r}: must be an integer >= {low}")
-
-
-def _finite(name: str, value) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"--{name} {value!r}: must be a number") from None
-    if not math.isfinite(value):
-        raise ConfigError(f"--{name} {value!r}: must be a finite number")
-    return value
+__all__ = ["ConfigError", "RESUME_GUARDED", "TrainConfig"]
 
 
 @dataclass
@@ -73,25 +54,21 @@ class TrainConfig:
     def exemplar_policy(self) -> str:
         return self.policy or policy_from_flags(self.action_number_choosing, self.random_choosing)
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         """Raises ConfigError naming the first bad option; returns self."""
-        if self.method not in METHODS:
-            raise ConfigError(f"--method {self.method!r}: unknown; choose one of {', '.join(METHODS)}")
+        one_of("method", self.method, METHODS)
         for name in ("max_epoch", "bs_train", "fix_size", "voter_number", "eval_every"):
-            _int_at_least(name, getattr(self, name), 1)
+            int_at_least(name, getattr(self, name), 1)
         # steps = transitions + 1, and a procedure needs at least one transition
-        _int_at_least("step_num", self.step_num, 2)
-        _int_at_least("seed", self.seed, 0)
-        lr = _finite("base_lr", self.base_lr)
-        if lr <= 0:
+        int_at_least("step_num", self.step_num, 2)
+        int_at_least("seed", self.seed, 0)
+        if finite("base_lr", self.base_lr) <= 0:
             raise ConfigError(f"--base_lr {self.base_lr!r}: the learning rate must be > 0")
-        p = _finite("prob_tas_threshold", self.prob_tas_threshold)
-        if not 0 <= p <= 1:
+        if not 0 <= finite("prob_tas_threshold", self.prob_tas_threshold) <= 1:
             raise ConfigError(f"--prob_tas_threshold {self.prob_tas_threshold!r}: must lie in [0, 1]")
-        if self.policy is not None and self.policy not in POLICIES:
-            raise ConfigError(f"--policy {self.policy!r}: choose one of {', '.join(POLICIES)}")
-        if self.layout not in LAYOUTS:
-            raise ConfigError(f"--layout {self.layout!r}: choose one of {', '.join(LAYOUTS)}")
+        if self.policy is not None:
+            one_of("policy", self.policy, POLICIES)
+        one_of("layout", self.layout, LAYOUTS)
         if self.view is not None:
-            _int_at_least("view", self.view, 0)
+            int_at_least("view", self.view, 0)
         return self
