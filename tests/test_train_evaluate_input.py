@@ -63,6 +63,7 @@ def _one_line_error(capsys, rc, *needles):
 
 @pytest.mark.parametrize("option,value", [
     ("base_lr", float("inf")), ("base_lr", float("nan")), ("base_lr", 0.0), ("base_lr", -1e-3),
+    ("base_lr", 1e38),
     ("seed", -1), ("max_epoch", 0), ("bs_train", 0), ("voter_number", 0), ("fix_size", 0),
     ("eval_every", 0), ("step_num", 1), ("prob_tas_threshold", 1.5), ("prob_tas_threshold", -0.1),
     ("policy", "height"), ("method", "TSB"), ("layout", "diagonal"), ("view", -1),
@@ -146,6 +147,11 @@ def test_a_diverging_loss_is_named_by_epoch_and_step(tmp_path, data):
         train(store, ann, tmp_path / "d", method="TSA", max_epoch=2, bs_train=4, voter_number=2,
               base_lr=1e8, **QUIET)
     assert not (tmp_path / "d" / "last.pt").exists()  # no checkpoint of diverged weights
+    # one step per epoch: the exploded weights show first in the test votes
+    with pytest.raises(TrainingDiverged, match="epoch 1/2, step 1/1: the test votes became non-finite"):
+        train(store, ann, tmp_path / "v", method="F+R", max_epoch=2, bs_train=16, voter_number=2,
+              base_lr=1e20, **QUIET)
+    assert not (tmp_path / "v" / "last.pt").exists() and not (tmp_path / "v" / "best.pt").exists()
 
 
 def test_non_finite_weights_do_not_give_a_silent_vote(tmp_path, data):

@@ -58,8 +58,6 @@ class TrainResult:
 @dataclass
 class TrainData:
     """Everything training reads from the store and the annotations, on the device."""
-    store_path: str
-    identity: dict                         # store_identity of the training store
     vocab: list                            # dive numbers seen in training
     views: int                             # augmented views of the training store (1: none)
     train_set: VideoSet
@@ -77,6 +75,7 @@ class RunState:
     optimizer: torch.optim.Optimizer
     gen: torch.Generator                   # batches, exemplars and views of every epoch
     settings: dict                         # recorded in checkpoints and train_summary.json
+    store_identity: dict                   # of the training store, recorded in checkpoints
     out: Path
     start_epoch: int = 0
     history: list = field(default_factory=list)
@@ -142,14 +141,14 @@ def build(cfg: TrainConfig, num_dive_numbers: int, snippets: int, device) -> tor
     return build_model(cfg.method, **config).to(device)
 
 
-def prepare_data(store, ann, vocab: list, cfg: TrainConfig, maps: bool, device, log) -> TrainData:
+def prepare_data(store, ann, vocab: list, cfg: TrainConfig, maps: bool, identity: dict, device,
+                 log) -> TrainData:
     """Loads the store (checked finite), the splits' video sets and the test-time voters.
 
     A multi-view store (augmented training views from `fdperf.extract --views K`) trains on a
     random view per video and pair; evaluation reads `eval_store` (the test transform), or view
     0 when there is none.
     """
-    identity = store_identity(store)
     store, feats, fmaps = load_store(store, device, maps=maps, view=cfg.view, all_views=True)
     views = feats.shape[1] if feats.dim() == 4 else 1
     train_set = video_set(store, feats, fmaps, ann, ann.train_keys, vocab, device)
@@ -180,12 +179,11 @@ def prepare_data(store, ann, vocab: list, cfg: TrainConfig, maps: bool, device, 
     rows, valid = voting_exemplars(ann, ann.test_keys, ann.train_keys, m=cfg.voter_number,
                                    policy=policy, seed=cfg.seed)
     sampler = ExemplarSampler(ann, ann.train_keys, policy=policy, device=device)
-    return TrainData(store.path, identity, vocab, views, train_set, test_set, exemplar_set,
-                     rows, valid, sampler)
+    return TrainData(vocab, views, train_set, test_set, exemplar_set, rows, valid, sampler)
 
 
-def start_run(model, data: TrainData, cfg: TrainConfig, store_path, out: Path, device) -> RunState:
-    """A fresh run's optimizer, generator and recorded settings."""
+def start_run(model, cfg: TrainConfig, store_path, store, out: Path, device) -> RunState:
+    """A fresh run's optimizer, generator and recorded settings (`store`: the opened header)."""
     gen = torch.Generator(device=device)
     gen.manual_seed(cfg.seed)
     capturable = cfg.cuda_graph and device.type == "cuda"
@@ -197,14 +195,15 @@ def start_run(model, data: TrainData, cfg: TrainConfig, store_path, out: Path, d
                     policy=cfg.exemplar_policy, layout=cfg.layout, eval_every=cfg.eval_every,
                     amp=cfg.amp, store=str(store_path), view=cfg.view,
                     eval_store=None if cfg.eval_store is None else str(cfg.eval_store),
-                    fdperf_version=__version__, views=data.views)
-    return RunState(model, optimizer, gen, settings, out)
+                    fdperf_version=__version__,
+                    views=store.views if cfg.view is None else 1)  # a pinned view: one view
+    return RunState(model, optimizer, gen, settings, store_identity(store), out)
 
 
-def resume(state: RunState, data: TrainData, cfg: TrainConfig, device, log) -> None:
+def resume(state: RunState, store_path, cfg: TrainConfig, device, log) -> None:
     """Continues from out/last.pt: same model, same kind of store, same hyper-parameters
     (unless allowed; changed ones are then applied, the learning rate to the optimizer too,
-    and recorded in settings["config_changes"])."""
+    and recorded in settings["config_changes"]). Runs before the store is loaded."""
     path = state.last_path
     if not path.is_file():
         raise FileNotFoundError(f"--resume: no checkpoint {path} to resume from; start without "
@@ -214,8 +213,8 @@ def resume(state: RunState, data: TrainData, cfg: TrainConfig, device, log) -> N
     if ck.get("method") != cfg.method or ck.get("config") != model.config():
         raise CheckpointError(f"{path} was trained as {ck.get('method')} {ck.get('config')}, "
                               f"not {cfg.method} {model.config()}; use another out_dir")
-    state.settings["store_check"] = check_store(ck, data.identity, checkpoint_path=path,
-                                                store_path=data.store_path,
+    state.settings["store_check"] = check_store(ck, state.store_identity, checkpoint_path=path,
+                                                store_path=store_path,
                                                 allow=cfg.allow_store_mismatch, log=log)
     start = ck["epoch"] + 1
     changes = _changed_settings(ck.get("settings") or {}, state.settings, path, cfg)
@@ -292,7 +291,12 @@ def run_epoch(epoch: int, state: RunState, steps: Steps, data: TrainData, cfg: T
         preds[sl] = pred
     loss = float(losses.mean())  # the epoch's one host synchronisation
     if not math.isfinite(loss):
-        _diverged(epoch, losses, state, cfg)
+        first = int(torch.nonzero(~torch.isfinite(losses)).flatten()[0])
+        _diverged(epoch, first + 1, steps.count, f"the loss became {float(losses[first])}", state, cfg)
+    # the last update can break the weights after the last loss was computed: check them
+    # before they are evaluated or saved
+    if not bool(torch.stack([torch.isfinite(p).all() for p in state.model.parameters()]).all()):
+        _diverged(epoch, steps.count, steps.count, "the weights became non-finite", state, cfg)
     true = data.train_set.scores[perm]
     rec = {"epoch": epoch, "loss": loss, "gt_transitions": use_gt,
            "train_rho": M.spearman(preds.cpu(), true.cpu())}
@@ -302,19 +306,17 @@ def run_epoch(epoch: int, state: RunState, steps: Steps, data: TrainData, cfg: T
     return rec
 
 
-def _diverged(epoch: int, losses: torch.Tensor, state: RunState, cfg: TrainConfig):
-    bad = torch.nonzero(~torch.isfinite(losses)).flatten()
-    first = int(bad[0])
-    kept = (f"; {state.last_path} keeps epoch {state.history[-1]['epoch'] + 1}"
-            if state.history else "")
-    raise TrainingDiverged(
-        f"training diverged at epoch {epoch + 1}/{cfg.max_epoch}, step {first + 1}/{losses.numel()}: "
-        f"the loss became {float(losses[first])} (--base_lr {cfg.base_lr}, --bs_train "
-        f"{cfg.bs_train}); lower --base_lr and start again{kept}")
+def _diverged(epoch: int, step: int, count: int, what: str, state: RunState, cfg: TrainConfig):
+    where = f"training diverged at epoch {epoch + 1}/{cfg.max_epoch}, step {step}/{count}: {what}"
+    fix = "lower --base_lr and start again"
+    if state.history:  # last.pt holds the last finite epoch
+        fix += (f", or --resume from {state.last_path} (epoch {state.history[-1]['epoch'] + 1}) "
+                "with a lower --base_lr and --allow-config-change")
+    raise TrainingDiverged(f"{where} (--base_lr {cfg.base_lr}, --bs_train {cfg.bs_train}); {fix}")
 
 
 def evaluate_and_checkpoint(epoch: int, rec: dict, state: RunState, data: TrainData,
-                            cfg: TrainConfig, log_file) -> None:
+                            cfg: TrainConfig, steps: Steps, log_file) -> None:
     """Votes on the test split when due (best.pt on a new best test rho), logs the epoch and
     writes last.pt with everything a resume needs."""
     model = state.model
@@ -322,13 +324,15 @@ def evaluate_and_checkpoint(epoch: int, rec: dict, state: RunState, data: TrainD
     if (epoch + 1) % cfg.eval_every == 0 or epoch == cfg.max_epoch - 1:
         votes = vote(model, data.test_set, data.exemplar_set, data.vote_rows, data.vote_valid,
                      transitions="oracle" if cfg.method == "TSA-oracle" else "predicted", amp=cfg.amp)
+        if not bool(torch.isfinite(votes.scores).all()):  # finite but exploded weights
+            _diverged(epoch, steps.count, steps.count, "the test votes became non-finite", state, cfg)
         rec["test"] = score_metrics(votes.scores, data.test_set.scores, votes.bounds,
                                     data.test_set.bounds)
         model.train()
         if state.best is None or rec["test"]["rho"] > state.best["rho"]:
             state.best = {"epoch": epoch, **rec["test"]}
             save_checkpoint(state.best_path, model_checkpoint(
-                model, **common, metrics=rec["test"], store_identity=data.identity))
+                model, **common, metrics=rec["test"], store_identity=state.store_identity))
     state.history.append(rec)
     log_file.write(json.dumps(rec) + "\n")
     log_file.flush()
@@ -336,16 +340,16 @@ def evaluate_and_checkpoint(epoch: int, rec: dict, state: RunState, data: TrainD
         model, **common, metrics=rec.get("test"), optimizer=state.optimizer.state_dict(),
         history=state.history, best=state.best,
         rng={"sampler": state.gen.get_state(), "torch": torch.get_rng_state()},
-        store_identity=data.identity))
+        store_identity=state.store_identity))
 
 
-def summarise(state: RunState, data: TrainData, steps: Steps) -> TrainResult:
+def summarise(state: RunState, steps: Steps) -> TrainResult:
     """train_summary.json (best AND last epoch, labelled) and the TrainResult."""
     history, best = state.history, state.best
     last = {"epoch": history[-1]["epoch"], **history[-1].get("test", {})} if history else {}
     summary = {"settings": state.settings, "step_mode": steps.mode,
                "best_epoch_selected_on_test_rho": best, "last_epoch": last,
-               "store_identity": data.identity,
+               "store_identity": state.store_identity,
                "note": "best_* is chosen on the test split (as the reference does), so it is "
                        "optimistic; last_epoch is the held-out figure"}
     summary_path = state.out / "train_summary.json"
@@ -397,12 +401,12 @@ def train(store_path, annotations, out_dir, *, config: TrainConfig | None = None
     out.mkdir(parents=True, exist_ok=True)
     ann = as_annotations(annotations, cfg.num_transitions)
     vocab = dive_vocabulary(ann, ann.train_keys)
-    store = open_store(store_path)
+    store = open_store(store_path)  # the header: snippets, views and identity, no tensors yet
     model = build(cfg, len(vocab), store.num_snippets, device)
-    data = prepare_data(store, ann, vocab, cfg, model.needs_maps, device, log)
-    state = start_run(model, data, cfg, store_path, out, device)
-    if cfg.resume:
-        resume(state, data, cfg, device, log)
+    state = start_run(model, cfg, store_path, store, out, device)
+    if cfg.resume:  # all checks of the checkpoint before the store is loaded
+        resume(state, store.path, cfg, device, log)
+    data = prepare_data(store, ann, vocab, cfg, model.needs_maps, state.store_identity, device, log)
     steps = build_steps(state, data, cfg, device, log)
     epochs = range(state.start_epoch, cfg.max_epoch)
     bar = _progress(epochs, cfg, state.start_epoch)
@@ -410,7 +414,7 @@ def train(store_path, annotations, out_dir, *, config: TrainConfig | None = None
         with open(out / "train_log.jsonl", "a") as log_file:
             for epoch in bar if bar is not None else epochs:
                 rec = run_epoch(epoch, state, steps, data, cfg, device)
-                evaluate_and_checkpoint(epoch, rec, state, data, cfg, log_file)
+                evaluate_and_checkpoint(epoch, rec, state, data, cfg, steps, log_file)
                 if bar is not None:
                     bar.set_postfix(loss=f"{rec['loss']:.3f}", rho=f"{rec['train_rho']:.3f}")
                     bar.write(_log_line(epoch, cfg.max_epoch, rec), file=sys.stderr)
@@ -419,4 +423,4 @@ def train(store_path, annotations, out_dir, *, config: TrainConfig | None = None
     finally:
         if bar is not None:
             bar.close()
-    return summarise(state, data, steps)
+    return summarise(state, steps)

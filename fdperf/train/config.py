@@ -12,6 +12,8 @@ from ..tsa import LAYOUTS, METHODS
 RESUME_GUARDED = ("max_epoch", "bs_train", "base_lr", "seed", "prob_tas_threshold",
                   "voter_number", "policy", "eval_every", "amp", "view")
 
+MAX_LR = 1e30
+
 __all__ = ["ConfigError", "RESUME_GUARDED", "TrainConfig"]
 
 
@@ -62,8 +64,11 @@ class TrainConfig:
         # steps = transitions + 1, and a procedure needs at least one transition
         int_at_least("step_num", self.step_num, 2)
         int_at_least("seed", self.seed, 0)
-        if finite("base_lr", self.base_lr) <= 0:
-            raise ConfigError(f"--base_lr {self.base_lr!r}: the learning rate must be > 0")
+        lr = finite("base_lr", self.base_lr)
+        # Adam's first step is base_lr / (1 - beta1): near 3e37 it overflows float32 inside torch
+        if not 0 < lr <= MAX_LR:
+            raise ConfigError(f"--base_lr {self.base_lr!r}: the learning rate must lie in "
+                              f"(0, {MAX_LR:g}] (the reference uses 0.001)")
         if not 0 <= finite("prob_tas_threshold", self.prob_tas_threshold) <= 1:
             raise ConfigError(f"--prob_tas_threshold {self.prob_tas_threshold!r}: must lie in [0, 1]")
         if self.policy is not None:
