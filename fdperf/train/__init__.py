@@ -174,7 +174,7 @@ def prepare_data(store, ann, vocab: list, cfg: TrainConfig, maps: bool, identity
         video_set(estore, efeats, efmaps, ann, ann.train_keys, vocab, device)
     if len(train_set) < 2:
         raise ConfigError(f"training needs at least two training videos; {store.path} holds "
-                        f"{len(train_set)} of the training split")
+                          f"{len(train_set)} of the training split")
     policy = cfg.exemplar_policy
     rows, valid = voting_exemplars(ann, ann.test_keys, ann.train_keys, m=cfg.voter_number,
                                    policy=policy, seed=cfg.seed)
@@ -236,7 +236,8 @@ def resume(state: RunState, store_path, cfg: TrainConfig, device, log) -> None:
 
 
 def _changed_settings(saved: dict, now: dict, path, cfg: TrainConfig) -> dict:
-    """{key: [saved, now]} of the guarded settings; refused unless cfg.allow_config_change."""
+    """{key: [saved, now]} of the guarded settings; refused unless cfg.allow_config_change.
+    (Recorded with "epoch": the first, 0-based, epoch trained with the new values.)"""
     changes = {k: [saved[k], now[k]] for k in RESUME_GUARDED if k in saved and saved[k] != now[k]}
     if changes and not cfg.allow_config_change:
         text = "; ".join(f"--{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in changes.items())
