@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import sys
 from typing import Callable
 
 from .data.exemplars import policy_from_flags  # noqa: F401  (re-exported for the commands)
 from .errors import UserError, one_line
 
-# Errors a user's input can cause: they end a command with one line and exit status 2.
-USER_ERRORS = (UserError, OSError, ValueError, KeyError)
+# Errors a user's input can cause: they end a command with one line and exit status 2
+# (UnpicklingError: an annotation pickle refused by the restricted unpickler, named in the message).
+USER_ERRORS = (UserError, OSError, ValueError, KeyError, pickle.UnpicklingError)
 
 # ---- the reference configuration (shared by the train and evaluate commands) ----
 # reference config key -> (type, default, help)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from fdperf.errors import UserError
 from fdperf.tsa import TSA, build_model
 from fdperf.tsa.checkpoint import (CheckpointError, export_reference_checkpoint,
                                    import_reference_checkpoint, load_model, model_checkpoint,
@@ -109,6 +110,8 @@ def test_corrupt_truncated_and_unsafe_files_fail_clearly(tmp_path):
     with pytest.raises(CheckpointError, match="trunc.pt|noise.pt"):
         load_model(tmp_path / "noise.pt")
     with pytest.raises(CheckpointError, match="not found"):
+        load_model(tmp_path / "missing.pt")
+    with pytest.raises(UserError):  # the commands turn it into one line and exit status 2
         load_model(tmp_path / "missing.pt")
 
     class Evil:

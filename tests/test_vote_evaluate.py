@@ -1,24 +1,21 @@
-"""Voting and `python -m fdperf.evaluate`: metrics JSON, the documented predictions CSV, exemplar
-policies, batched decoding equal to one launch, baselines without segmentation."""
+"""Voting and `python -m fdperf.evaluate`: metrics JSON, the predictions CSV (every column of
+`PREDICTION_COLUMNS` checked against the votes and annotations), exemplar policies, batched
+decoding equal to one launch, baselines without segmentation."""
 import csv
 import json
-import re
-from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from fdperf import metrics as M
+from fdperf.evaluate import PREDICTION_COLUMNS, evaluate, prediction_columns, write_csv
 from fdperf.evaluate import __main__ as evaluate_cli
+from fdperf.synthetic.features import make_synthetic_features
 from fdperf.tsa import build_model
 from fdperf.tsa.checkpoint import model_checkpoint, save_checkpoint
-from fdperf.synthetic.features import make_synthetic_features
-from fdperf.evaluate import evaluate
-
-README = Path(__file__).resolve().parents[1] / "README.md"
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +33,25 @@ def _read(path):
         return list(csv.DictReader(f))
 
 
-def _documented_columns():
-    """Column names in the README's table of the predictions CSV."""
-    text = README.read_text()
-    section = text[text.index("### Per-test-video predictions CSV"):]
-    section = section[:section.index("\n### ", 1)]
-    return set(re.findall(r"^\| `([a-z0-9_]+)`", section, flags=re.M))
+def _floats(text):
+    return [float(x) for x in text.split(";")]
+
+
+def test_prediction_columns_constant():
+    assert PREDICTION_COLUMNS == prediction_columns(2) and len(PREDICTION_COLUMNS) == 18
+    assert PREDICTION_COLUMNS[:6] == ("key", "dive_number", "difficulty", "true_score",
+                                      "pred_score", "error")
+    three = prediction_columns(3)
+    assert "true_t3" in three and "pred_t3" in three and three[-1] == "step4_deltas"
+    assert len(set(PREDICTION_COLUMNS)) == len(PREDICTION_COLUMNS)
+
+
+def test_writer_refuses_rows_off_the_columns(tmp_path):
+    row = dict.fromkeys(PREDICTION_COLUMNS, "")
+    write_csv(tmp_path / "ok.csv", [row])
+    assert next(csv.reader(open(tmp_path / "ok.csv"))) == list(PREDICTION_COLUMNS)
+    with pytest.raises(ValueError, match="row 0 has columns"):
+        write_csv(tmp_path / "bad.csv", [{**row, "extra": 1}])
 
 
 def test_metrics_and_predictions_csv(data):
@@ -52,28 +62,41 @@ def test_metrics_and_predictions_csv(data):
                 "method", "checkpoint_epoch", "num_pairs"):
         assert key in m, key
     assert m["voter_number"] == 4 and m["checkpoint_epoch"] == 4 and m["transitions"] == "predicted"
+    with open(res.predictions_path, newline="") as f:
+        assert next(csv.reader(f)) == list(PREDICTION_COLUMNS)
     rows = _read(res.predictions_path)
     assert [r["key"] for r in rows] == [f"synthetic/{i}" for i in range(16, 24)]
-    expected = ["key", "dive_number", "difficulty", "true_score", "pred_score", "error", "true_t1",
-                "true_t2", "pred_t1", "pred_t2", "tiou", "num_exemplars", "exemplar_keys",
-                "exemplar_scores", "deltas", "step1_deltas", "step2_deltas", "step3_deltas"]
-    assert list(rows[0]) == expected
-    documented = _documented_columns()
-    assert {"key", "true_score", "pred_score", "exemplar_keys", "deltas", "tiou"} <= documented
-    for r in rows:
-        n = int(r["num_exemplars"])
-        ex = [float(x) for x in r["exemplar_scores"].split(";")]
-        d = [float(x) for x in r["deltas"].split(";")]
-        steps = [[float(x) for x in r[f"step{s}_deltas"].split(";")] for s in (1, 2, 3)]
-        assert len(ex) == len(d) == n == len(r["exemplar_keys"].split(";")) == 4
-        assert float(r["pred_score"]) == pytest.approx(sum(a + b for a, b in zip(ex, d)) / n, abs=2e-3)
-        for j in range(n):
-            assert d[j] == pytest.approx(sum(s[j] for s in steps) / 3, abs=2e-3)
-        assert float(r["error"]) == pytest.approx(float(r["pred_score"]) - float(r["true_score"]), abs=2e-3)
-        assert 1 <= int(r["pred_t1"]) < 48 <= int(r["pred_t2"]) < 96
-        sample = ann[("synthetic", int(r["key"].split("/")[1]))]
+    v = res.votes
+    scores, deltas, steps = v.scores.numpy(), v.deltas.numpy(), v.step_deltas.numpy()
+    bounds = v.bounds.numpy()
+    true_bounds = np.stack([ann[("synthetic", 16 + i)].transitions for i in range(len(rows))])
+    tious = M.tiou(bounds, true_bounds)
+    train_keys = {f"{e}/{i}" for e, i in ann.train_keys}
+    for i, r in enumerate(rows):
+        assert set(r) == set(PREDICTION_COLUMNS)
+        sample = ann[("synthetic", 16 + i)]
+        assert r["dive_number"] == sample.dive_number
+        assert float(r["difficulty"]) == pytest.approx(sample.difficulty)
+        assert float(r["true_score"]) == pytest.approx(sample.score, abs=1e-4)
+        assert float(r["pred_score"]) == pytest.approx(scores[i], abs=1e-4)
+        assert float(r["error"]) == pytest.approx(scores[i] - sample.score, abs=2e-4)
         assert [int(r["true_t1"]), int(r["true_t2"])] == list(sample.transitions)
-        assert all(ann[k].dive_number == sample.dive_number for k in r["exemplar_keys"].split(";"))
+        assert [int(r["pred_t1"]), int(r["pred_t2"])] == list(bounds[i])
+        assert 1 <= int(r["pred_t1"]) < 48 <= int(r["pred_t2"]) < 96
+        assert float(r["tiou"]) == pytest.approx(tious[i], abs=1e-4)
+        keys = r["exemplar_keys"].split(";")
+        n = int(r["num_exemplars"])
+        assert n == len(keys) == 4 and set(keys) <= train_keys and r["key"] not in keys
+        assert all(ann[k].dive_number == sample.dive_number for k in keys)
+        ex = _floats(r["exemplar_scores"])
+        assert ex == pytest.approx([ann[k].score for k in keys], abs=1e-4)
+        d = _floats(r["deltas"])
+        assert d == pytest.approx(deltas[i], abs=1e-4)
+        for s in range(3):
+            assert _floats(r[f"step{s + 1}_deltas"]) == pytest.approx(steps[i, :, s], abs=1e-4)
+        for j in range(n):
+            assert d[j] == pytest.approx(steps[i, j].mean(), abs=2e-4)
+        assert float(r["pred_score"]) == pytest.approx(sum(a + b for a, b in zip(ex, d)) / n, abs=2e-3)
 
 
 def test_batched_pairs_equal_one_launch_and_oracle_uses_ground_truth(data):
@@ -102,7 +125,10 @@ def test_baseline_without_segmentation_and_cli(data, capsys):
     m = json.loads(capsys.readouterr().out)
     assert m["method"] == "F+R" and "aiou50" not in m
     rows = _read(root / "fr" / "predictions.csv")
-    assert all(r["pred_t1"] == "" and r["step1_deltas"] == "" and r["tiou"] == "" for r in rows)
+    empty = ("pred_t1", "pred_t2", "tiou", "step1_deltas", "step2_deltas", "step3_deltas")
+    assert all(list(r) == list(PREDICTION_COLUMNS) for r in rows)
+    assert all(r[c] == "" for r in rows for c in empty)
+    assert all(r[c] != "" for r in rows for c in PREDICTION_COLUMNS if c not in empty)
     with pytest.raises(SystemExit):
         evaluate_cli.main(["--help"])
     text = capsys.readouterr().out

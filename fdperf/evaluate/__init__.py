@@ -5,11 +5,16 @@ training videos that serve as exemplars as memories. All (query, exemplar) pairs
 in batched launches through `step_attention`'s index, which points each pair at its exemplar's
 cached tokens instead of copying them. Score of a query = mean over its exemplars j of
 `y_j + delta_j` (DESIGN §2).
+
+`evaluate` refuses a store of another identity than the checkpoint's training store (unless
+`allow_store_mismatch`), NaN/inf features and non-finite votes; predictions.csv has the columns
+`prediction_columns(L)` (`PREDICTION_COLUMNS` for FineDiving's L = 2 transitions).
 """
 from __future__ import annotations
 
 import csv
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,11 +24,37 @@ import torch
 
 from .. import metrics as M
 from ..data import key_to_str, voting_exemplars
+from ..data.exemplars import POLICIES
 from ..device import resolve_device
-from ..features.videoset import VideoSet, as_annotations, dive_vocabulary, load_store, video_set
+from ..errors import UserError
+from ..features.videoset import (VideoSet, as_annotations, dive_vocabulary, load_store, open_store,
+                                 store_identity, video_set)
+from ..options import ConfigError, int_at_least, one_of
 from ..tsa import PairModel
 
 TRANSITIONS = ("predicted", "oracle")
+SPLITS = ("test", "train")
+
+
+def prediction_columns(num_transitions: int = 2) -> tuple:
+    """The columns of predictions.csv, in order, for videos with `num_transitions` transitions:
+    the query (key, dive_number, difficulty, true_score, pred_score, error = pred - true), its
+    true and predicted transitions (sampled-frame indices; empty for methods without them), tIoU,
+    then its exemplars (`;`-separated, one entry per exemplar: keys, scores, deltas and the deltas
+    of every step)."""
+    L = num_transitions
+    return (("key", "dive_number", "difficulty", "true_score", "pred_score", "error")
+            + tuple(f"true_t{k + 1}" for k in range(L)) + tuple(f"pred_t{k + 1}" for k in range(L))
+            + ("tiou", "num_exemplars", "exemplar_keys", "exemplar_scores", "deltas")
+            + tuple(f"step{s + 1}_deltas" for s in range(L + 1)))
+
+
+# predictions.csv of FineDiving (2 transitions, 3 steps): the one list of its columns
+PREDICTION_COLUMNS = prediction_columns(2)
+
+
+class NonFiniteVotes(UserError, ValueError):
+    """Voting produced NaN/inf scores (a checkpoint with non-finite weights)."""
 
 
 def _encode(model: PairModel, videos: VideoSet, rows: torch.Tensor, use_gt: bool, query: bool,
@@ -101,7 +132,7 @@ def score_metrics(pred, true, pred_bounds=None, true_bounds=None) -> dict:
 
 
 def predictions_table(queries: VideoSet, exemplars: VideoSet, rows, votes: Votes, annotations) -> list:
-    """The rows of predictions.csv (columns documented in the README section Per-test-video predictions CSV)."""
+    """The rows of predictions.csv, dicts keyed by `prediction_columns(L)` in that order."""
     scores = votes.scores.cpu().numpy()
     true = queries.scores.cpu().numpy()
     gt = queries.bounds.cpu().numpy()
@@ -134,11 +165,15 @@ def predictions_table(queries: VideoSet, exemplars: VideoSet, rows, votes: Votes
     return table
 
 
-def write_csv(path, table: list) -> Path:
+def write_csv(path, table: list, columns=PREDICTION_COLUMNS) -> Path:
+    """Writes `table` (rows from `predictions_table`) with exactly `columns`, in that order."""
     path = Path(path)
+    for i, row in enumerate(table):
+        if tuple(row) != tuple(columns):
+            raise ValueError(f"{path}: row {i} has columns {list(row)}, expected {list(columns)}")
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(table[0]))
+        w = csv.DictWriter(f, fieldnames=list(columns))
         w.writeheader()
         w.writerows(table)
     return path
@@ -152,30 +187,76 @@ class EvalResult:
     votes: Votes = field(repr=False)
 
 
+def check_options(voter_number: int, policy: str, seed: int, transitions: str | None, split: str,
+                  batch_pairs: int | None, view: int | None) -> None:
+    """Range checks of evaluate's options, before anything is loaded (ConfigError)."""
+    int_at_least("voter_number", voter_number, 1)
+    int_at_least("seed", seed, 0)
+    one_of("policy", policy, POLICIES)
+    if transitions is not None:
+        one_of("transitions", transitions, TRANSITIONS)
+    one_of("split", split, SPLITS)
+    if batch_pairs is not None:
+        int_at_least("batch-pairs", batch_pairs, 1)
+    if view is not None:
+        int_at_least("view", view, 0)
+
+
+def _transitions(model: PairModel, requested: str | None, checkpoint) -> str:
+    """The transitions to vote with: oracle for TSA-oracle by default; refused for methods
+    that predict none (the F+R family), where "oracle" would be recorded but mean nothing."""
+    if requested is None:
+        return "oracle" if getattr(model, "oracle", False) else "predicted"
+    if requested == "oracle" and not model.segments:
+        raise ConfigError(f"--transitions oracle: {checkpoint} holds a {model.method} model, which "
+                          "has no transitions; leave --transitions out (it applies to TSA, "
+                          "TSA-oracle and F+S+R)")
+    return requested
+
+
+def _check_votes(votes: Votes, queries: VideoSet, checkpoint) -> None:
+    """Refuses NaN/inf scores (the features are checked on loading: the weights are to blame)."""
+    bad = torch.nonzero(~torch.isfinite(votes.scores)).flatten().tolist()
+    if bad:
+        more = f" and {len(bad) - 1} other video(s)" if len(bad) > 1 else ""
+        raise NonFiniteVotes(f"{checkpoint}: voting gave a non-finite score for "
+                             f"{key_to_str(queries.keys[bad[0]])}{more}; the checkpoint's weights are "
+                             "not finite (a diverged training?): evaluate another checkpoint")
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def evaluate(checkpoint, store_path, annotations, out_dir, *, voter_number: int = 10,
              policy: str = "dive_number", seed: int = 0, transitions: str | None = None,
              device=None, layout: str | None = None, view: int | None = None,
-             batch_pairs: int | None = None, amp: bool = False, split: str = "test") -> EvalResult:
+             batch_pairs: int | None = None, amp: bool = False, split: str = "test",
+             allow_store_mismatch: bool = False, log=None) -> EvalResult:
     """Votes with `checkpoint` (fdperf's or a reference `last.pth`) on the `split` videos of a
     feature store; writes `metrics.json` and `predictions.csv` into `out_dir`.
 
-    transitions: "predicted" or "oracle" (ground truth); default "oracle" for TSA-oracle
-    checkpoints, "predicted" otherwise. policy: exemplar choice ("dive_number", "random",
-    "difficulty"); voter_number: exemplars per query (M).
+    transitions: "predicted" or "oracle" (ground truth; refused for methods without
+    transitions); default "oracle" for TSA-oracle checkpoints, "predicted" otherwise. policy:
+    exemplar choice ("dive_number", "random", "difficulty"); voter_number: exemplars per query
+    (M). A store whose identity differs from the checkpoint's training store is refused unless
+    `allow_store_mismatch` (recorded as metrics["store_check"]); warnings go to `log` (stderr).
     """
-    from ..tsa.checkpoint import load_model
+    from ..tsa.checkpoint import check_store, load_model
+    check_options(voter_number, policy, seed, transitions, split, batch_pairs, view)
+    log = log or _stderr
     device = resolve_device(device)
     model, ckpt = load_model(checkpoint, layout=layout, map_location="cpu")
     model.to(device)
-    if transitions is None:
-        transitions = "oracle" if getattr(model, "oracle", False) else "predicted"
-    num_transitions = getattr(model, "num_transitions", 2)
-    ann = as_annotations(annotations, num_transitions)
-    if split not in ("test", "train"):
-        raise ValueError(f"split must be 'test' or 'train', got {split!r}")
+    transitions = _transitions(model, transitions, checkpoint)
+    ann = as_annotations(annotations, getattr(model, "num_transitions", 2))
     vocab = ckpt.get("dive_numbers") or dive_vocabulary(ann, ann.train_keys)
     t0 = time.perf_counter()
-    store, feats, fmaps = load_store(store_path, device, maps=model.needs_maps, view=view)
+    store = open_store(store_path)
+    identity = store_identity(store)
+    store_check = check_store(ckpt, identity, checkpoint_path=checkpoint, store_path=store.path,
+                              allow=allow_store_mismatch, log=log)
+    store, feats, fmaps = load_store(store, device, maps=model.needs_maps, view=view)
     qkeys = ann.test_keys if split == "test" else ann.train_keys
     queries = video_set(store, feats, fmaps, ann, qkeys, vocab, device)
     exemplars = video_set(store, feats, fmaps, ann, ann.train_keys, vocab, device)
@@ -188,6 +269,7 @@ def evaluate(checkpoint, store_path, annotations, out_dir, *, voter_number: int 
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     t_vote = time.perf_counter() - t0
+    _check_votes(votes, queries, checkpoint)
     result = score_metrics(votes.scores, queries.scores,
                            None if votes.bounds is None else votes.bounds, queries.bounds)
     result.update({
@@ -196,10 +278,12 @@ def evaluate(checkpoint, store_path, annotations, out_dir, *, voter_number: int 
         "store": str(store_path), "split": split, "voter_number": voter_number, "policy": policy,
         "seed": seed, "transitions": transitions, "layout": getattr(model, "layout", None),
         "num_pairs": int(valid.sum()), "device": str(device), "amp": amp,
+        "store_identity": identity, "store_check": store_check,
         "seconds_load": t_load, "seconds_vote": t_vote})
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     metrics_path = out / "metrics.json"
     metrics_path.write_text(json.dumps(result, indent=2) + "\n")
-    pred_path = write_csv(out / "predictions.csv", predictions_table(queries, exemplars, rows, votes, ann))
+    table = predictions_table(queries, exemplars, rows, votes, ann)
+    pred_path = write_csv(out / "predictions.csv", table, prediction_columns(queries.bounds.shape[1]))
     return EvalResult(result, metrics_path, pred_path, votes)

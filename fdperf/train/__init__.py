@@ -6,9 +6,13 @@ call, reference loss, Adam step. No host synchronisation inside a step; losses a
 are collected on the device and read once per epoch. On CUDA the step is captured in a CUDA graph
 (static shapes; the ground-truth/predicted transition schedule is a device flag), with a clear
 fallback to eager execution when capture fails.
+
+`train` runs named stages: prepare the data, build the model, resume, build the steps, then per
+epoch run it and evaluate/checkpoint, and finally summarise. Options live in `TrainConfig`.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -19,14 +23,24 @@ from pathlib import Path
 import torch
 
 from .. import metrics as M
-from ..data import ExemplarSampler, policy_from_flags, voting_exemplars
-from ..tsa import METHODS, build_model
-from ..tsa.checkpoint import CheckpointError, model_checkpoint, read_checkpoint, save_checkpoint
+from ..data import ExemplarSampler, voting_exemplars
 from ..device import resolve_device
+from ..errors import UserError
 from ..evaluate import score_metrics, vote
-from ..features.videoset import as_annotations, dive_vocabulary, load_store, video_set
+from ..features.videoset import (VideoSet, as_annotations, dive_vocabulary, load_store, open_store,
+                                 store_identity, video_set)
+from ..tsa import build_model
+from ..tsa.checkpoint import (CheckpointError, StoreMismatch, check_store, identity_differences,
+                              model_checkpoint, read_checkpoint, save_checkpoint)
 from ..version import __version__
+from .config import RESUME_GUARDED, ConfigError, TrainConfig
 from .step import TrainStep
+
+__all__ = ["train", "TrainConfig", "TrainResult", "ConfigError", "TrainingDiverged"]
+
+
+class TrainingDiverged(UserError, FloatingPointError):
+    """The training loss became NaN or inf; the message names the epoch and the step."""
 
 
 @dataclass
@@ -41,6 +55,67 @@ class TrainResult:
     step_mode: str = "eager"               # "cuda-graph" or "eager"
 
 
+@dataclass
+class TrainData:
+    """Everything training reads from the store and the annotations, on the device."""
+    vocab: list                            # dive numbers seen in training
+    views: int                             # augmented views of the training store (1: none)
+    train_set: VideoSet
+    test_set: VideoSet
+    exemplar_set: VideoSet                 # training videos as voters (in the evaluation view)
+    vote_rows: torch.Tensor
+    vote_valid: torch.Tensor
+    sampler: ExemplarSampler
+
+
+@dataclass
+class RunState:
+    """What an epoch updates and a checkpoint saves (and `--resume` restores)."""
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    gen: torch.Generator                   # batches, exemplars and views of every epoch
+    settings: dict                         # recorded in checkpoints and train_summary.json
+    store_identity: dict                   # of the training store, recorded in checkpoints
+    out: Path
+    start_epoch: int = 0
+    history: list = field(default_factory=list)
+    best: dict | None = None
+
+    @property
+    def last_path(self) -> Path:
+        return self.out / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.out / "best.pt"
+
+
+@dataclass
+class Steps:
+    """The full-batch step, the step of the last partial batch (or None) and their slices."""
+    step: TrainStep
+    tail: TrainStep | None
+    batch: int
+    n_train: int
+    mode: str = "eager"
+
+    def batches(self):
+        """(step, slice of the epoch's permutation) for every step of an epoch."""
+        full, rest = divmod(self.n_train, self.batch)
+        for b in range(full):
+            yield self.step, slice(b * self.batch, (b + 1) * self.batch)
+        if rest:
+            yield self.tail, slice(full * self.batch, None)
+
+    @property
+    def count(self) -> int:
+        return -(-self.n_train // self.batch)
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def _log_line(epoch, max_epoch, rec):
     parts = [f"epoch {epoch + 1}/{max_epoch}", f"loss {rec['loss']:.4f}", f"train rho {rec['train_rho']:.4f}",
              f"{rec['seconds']:.2f}s", "gt transitions" if rec["gt_transitions"] else "predicted transitions"]
@@ -51,211 +126,302 @@ def _log_line(epoch, max_epoch, rec):
     return "  ".join(parts)
 
 
-def train(store_path, annotations, out_dir, *, method: str = "TSA", max_epoch: int = 200,
-          bs_train: int = 8, base_lr: float = 1e-3, seed: int = 0, prob_tas_threshold: float = 0.25,
-          fix_size: int = 5, step_num: int = 3, voter_number: int = 10,
-          action_number_choosing: bool = True, random_choosing: bool = False,
-          policy: str | None = None, layout: str = "reference", eval_every: int = 1,
-          device=None, amp: bool = False, cuda_graph: bool = True, resume: bool = False,
-          view: int | None = None, eval_store=None, progress: bool = True,
-          log=None) -> TrainResult:
+# ---- stages -----------------------------------------------------------------------------------
+
+def build(cfg: TrainConfig, num_dive_numbers: int, snippets: int, device) -> torch.nn.Module:
+    """The model of `cfg.method`, built once from the seed (in_channels = the store's snippets)."""
+    if cfg.method.startswith("F+R"):
+        config = {"num_dive_numbers": num_dive_numbers} if cfg.method == "F+R#" else {}
+    else:
+        config = {"in_channels": snippets, "fix_size": cfg.fix_size,
+                  "num_transitions": cfg.num_transitions}
+        if cfg.method != "F+S+R":
+            config["layout"] = cfg.layout
+    torch.manual_seed(cfg.seed)
+    return build_model(cfg.method, **config).to(device)
+
+
+def prepare_data(store, ann, vocab: list, cfg: TrainConfig, maps: bool, identity: dict, device,
+                 log) -> TrainData:
+    """Loads the store (checked finite), the splits' video sets and the test-time voters.
+
+    A multi-view store (augmented training views from `fdperf.extract --views K`) trains on a
+    random view per video and pair; evaluation reads `eval_store` (the test transform), or view
+    0 when there is none.
+    """
+    store, feats, fmaps = load_store(store, device, maps=maps, view=cfg.view, all_views=True)
+    views = feats.shape[1] if feats.dim() == 4 else 1
+    train_set = video_set(store, feats, fmaps, ann, ann.train_keys, vocab, device)
+    if cfg.eval_store is not None:
+        estore = open_store(cfg.eval_store)
+        if estore.num_snippets != store.num_snippets:
+            raise ConfigError(f"--eval-store {cfg.eval_store} has {estore.num_snippets} snippets per "
+                              f"video, the training store {store.num_snippets}")
+        diffs = identity_differences(identity, store_identity(estore), ("training store", "eval store"))
+        if diffs and not cfg.allow_store_mismatch:
+            raise StoreMismatch(f"--eval-store {cfg.eval_store} differs from the training store "
+                                f"{store.path} ({'; '.join(diffs)}); pass --allow-store-mismatch "
+                                "to evaluate on it anyway")
+        estore, efeats, efmaps = load_store(estore, device, maps=maps)
+    else:
+        if views > 1:
+            log(f"{store.path} has {views} augmented views and no eval_store was given: "
+                "evaluating on its view 0")
+        estore, efeats = store, feats[:, 0] if views > 1 else feats
+        efmaps = None if fmaps is None else (fmaps[:, 0] if views > 1 else fmaps)
+    test_set = video_set(estore, efeats, efmaps, ann, ann.test_keys, vocab, device)
+    exemplar_set = train_set if (cfg.eval_store is None and views == 1) else \
+        video_set(estore, efeats, efmaps, ann, ann.train_keys, vocab, device)
+    if len(train_set) < 2:
+        raise ConfigError(f"training needs at least two training videos; {store.path} holds "
+                          f"{len(train_set)} of the training split")
+    policy = cfg.exemplar_policy
+    rows, valid = voting_exemplars(ann, ann.test_keys, ann.train_keys, m=cfg.voter_number,
+                                   policy=policy, seed=cfg.seed)
+    sampler = ExemplarSampler(ann, ann.train_keys, policy=policy, device=device)
+    return TrainData(vocab, views, train_set, test_set, exemplar_set, rows, valid, sampler)
+
+
+def start_run(model, cfg: TrainConfig, store_path, store, out: Path, device) -> RunState:
+    """A fresh run's optimizer, generator and recorded settings (`store`: the opened header)."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(cfg.seed)
+    capturable = cfg.cuda_graph and device.type == "cuda"
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.base_lr, weight_decay=0,
+                                 capturable=capturable)
+    settings = dict(method=cfg.method, max_epoch=cfg.max_epoch, bs_train=cfg.bs_train,
+                    base_lr=cfg.base_lr, seed=cfg.seed, prob_tas_threshold=cfg.prob_tas_threshold,
+                    fix_size=cfg.fix_size, step_num=cfg.step_num, voter_number=cfg.voter_number,
+                    policy=cfg.exemplar_policy, layout=cfg.layout, eval_every=cfg.eval_every,
+                    amp=cfg.amp, store=str(store_path), view=cfg.view,
+                    eval_store=None if cfg.eval_store is None else str(cfg.eval_store),
+                    fdperf_version=__version__,
+                    views=store.views if cfg.view is None else 1)  # a pinned view: one view
+    return RunState(model, optimizer, gen, settings, store_identity(store), out)
+
+
+def resume(state: RunState, store_path, cfg: TrainConfig, device, log) -> None:
+    """Continues from out/last.pt: same model, same kind of store, same hyper-parameters
+    (unless allowed; changed ones are then applied, the learning rate to the optimizer too,
+    and recorded in settings["config_changes"]). Runs before the store is loaded."""
+    path = state.last_path
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint {path} to resume from; start without "
+                                "--resume or give the out folder of an earlier run")
+    ck = read_checkpoint(path, map_location=device)
+    model = state.model
+    if ck.get("method") != cfg.method or ck.get("config") != model.config():
+        raise CheckpointError(f"{path} was trained as {ck.get('method')} {ck.get('config')}, "
+                              f"not {cfg.method} {model.config()}; use another out_dir")
+    state.settings["store_check"] = check_store(ck, state.store_identity, checkpoint_path=path,
+                                                store_path=store_path,
+                                                allow=cfg.allow_store_mismatch, log=log)
+    start = ck["epoch"] + 1
+    changes = _changed_settings(ck.get("settings") or {}, state.settings, path, cfg)
+    model.load_state_dict(ck["model"])
+    state.optimizer.load_state_dict(ck["optimizer"])
+    for group in state.optimizer.param_groups:  # the saved state carries the old rate
+        group["lr"] = cfg.base_lr
+    state.gen.set_state(ck["rng"]["sampler"].cpu())
+    torch.set_rng_state(ck["rng"]["torch"].cpu())
+    state.start_epoch, state.history, state.best = start, list(ck.get("history", [])), ck.get("best")
+    earlier = list((ck.get("settings") or {}).get("config_changes", []))
+    if changes:
+        earlier.append({"epoch": start, **changes})
+        log(f"resuming with changed settings from epoch {start + 1}: "
+            + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items()))
+    if earlier:
+        state.settings["config_changes"] = earlier
+    log(f"resumed from {path} at epoch {start}/{cfg.max_epoch}")
+
+
+def _changed_settings(saved: dict, now: dict, path, cfg: TrainConfig) -> dict:
+    """{key: [saved, now]} of the guarded settings; refused unless cfg.allow_config_change.
+    (Recorded with "epoch": the first, 0-based, epoch trained with the new values.)"""
+    changes = {k: [saved[k], now[k]] for k in RESUME_GUARDED if k in saved and saved[k] != now[k]}
+    if changes and not cfg.allow_config_change:
+        text = "; ".join(f"--{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in changes.items())
+        raise ConfigError(f"{path} was trained with other settings ({text}); rerun with the "
+                          "checkpoint's values, or pass --allow-config-change to apply the new ones")
+    return changes
+
+
+def build_steps(state: RunState, data: TrainData, cfg: TrainConfig, device, log) -> Steps:
+    """The step for full batches and the one for the last partial batch; captured in a CUDA
+    graph when asked and possible (eager otherwise, said loudly)."""
+    n_train = len(data.train_set)
+    batch = min(cfg.bs_train, n_train)
+    rest = n_train % batch
+    step = TrainStep(state.model, state.optimizer, data.train_set, batch, device, cfg.amp)
+    tail = TrainStep(state.model, state.optimizer, data.train_set, rest, device, cfg.amp) if rest else None
+    steps = Steps(step, tail, batch, n_train)
+    if cfg.cuda_graph and device.type == "cuda":
+        try:
+            step.capture()
+            steps.mode = "cuda-graph"
+        except Exception as e:  # capture needs static, sync-free work; fall back loudly
+            step.graph = None
+            log(f"CUDA graph capture failed, training eagerly instead ({type(e).__name__}: {e})")
+    state.model.train()
+    return steps
+
+
+def run_epoch(epoch: int, state: RunState, steps: Steps, data: TrainData, cfg: TrainConfig,
+              device) -> dict:
+    """One pass over the training videos; the epoch's record (loss, train rho, seconds)."""
+    t0 = time.perf_counter()
+    # TSA-oracle trains exactly as TSA; only its evaluation uses ground-truth transitions
+    use_gt = epoch / cfg.max_epoch <= cfg.prob_tas_threshold
+    for s in (steps.step, steps.tail):
+        if s is not None:
+            s.use_gt.fill_(use_gt)
+    n_train = steps.n_train
+    perm = torch.randperm(n_train, generator=state.gen, device=device)
+    ex = data.sampler.sample(perm, state.gen)
+    if data.views > 1:  # a view for every query and every exemplar of the epoch
+        draw = torch.randint(data.views, (2, n_train), generator=state.gen, device=device)
+    losses = torch.zeros(steps.count, device=device)
+    preds = torch.zeros(n_train, device=device)
+    for b, (step, sl) in enumerate(steps.batches()):
+        step.rows.copy_(perm[sl])
+        step.ex_rows.copy_(ex[sl])
+        if data.views > 1:
+            step.views.copy_(draw[:, sl].reshape(-1))
+        loss, pred = step()
+        losses[b] = loss
+        preds[sl] = pred
+    loss = float(losses.mean())  # the epoch's one host synchronisation
+    if not math.isfinite(loss):
+        first = int(torch.nonzero(~torch.isfinite(losses)).flatten()[0])
+        _diverged(epoch, first + 1, steps.count, f"the loss became {float(losses[first])}", state, cfg)
+    # the last update can break the weights after the last loss was computed: check them
+    # before they are evaluated or saved
+    if not bool(torch.stack([torch.isfinite(p).all() for p in state.model.parameters()]).all()):
+        _diverged(epoch, steps.count, steps.count, "the weights became non-finite", state, cfg)
+    true = data.train_set.scores[perm]
+    rec = {"epoch": epoch, "loss": loss, "gt_transitions": use_gt,
+           "train_rho": M.spearman(preds.cpu(), true.cpu())}
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    rec["seconds"] = time.perf_counter() - t0
+    return rec
+
+
+def _diverged(epoch: int, step: int, count: int, what: str, state: RunState, cfg: TrainConfig):
+    where = f"training diverged at epoch {epoch + 1}/{cfg.max_epoch}, step {step}/{count}: {what}"
+    fix = "lower --base_lr and start again"
+    if state.history:  # last.pt holds the last finite epoch
+        fix += (f", or --resume from {state.last_path} (epoch {state.history[-1]['epoch'] + 1}) "
+                "with a lower --base_lr and --allow-config-change")
+    raise TrainingDiverged(f"{where} (--base_lr {cfg.base_lr}, --bs_train {cfg.bs_train}); {fix}")
+
+
+def evaluate_and_checkpoint(epoch: int, rec: dict, state: RunState, data: TrainData,
+                            cfg: TrainConfig, steps: Steps, log_file) -> None:
+    """Votes on the test split when due (best.pt on a new best test rho), logs the epoch and
+    writes last.pt with everything a resume needs."""
+    model = state.model
+    common = dict(epoch=epoch, settings=state.settings, dive_numbers=data.vocab)
+    if (epoch + 1) % cfg.eval_every == 0 or epoch == cfg.max_epoch - 1:
+        votes = vote(model, data.test_set, data.exemplar_set, data.vote_rows, data.vote_valid,
+                     transitions="oracle" if cfg.method == "TSA-oracle" else "predicted", amp=cfg.amp)
+        if not bool(torch.isfinite(votes.scores).all()):  # finite but exploded weights
+            _diverged(epoch, steps.count, steps.count, "the test votes became non-finite", state, cfg)
+        rec["test"] = score_metrics(votes.scores, data.test_set.scores, votes.bounds,
+                                    data.test_set.bounds)
+        model.train()
+        if state.best is None or rec["test"]["rho"] > state.best["rho"]:
+            state.best = {"epoch": epoch, **rec["test"]}
+            save_checkpoint(state.best_path, model_checkpoint(
+                model, **common, metrics=rec["test"], store_identity=state.store_identity))
+    state.history.append(rec)
+    log_file.write(json.dumps(rec) + "\n")
+    log_file.flush()
+    save_checkpoint(state.last_path, model_checkpoint(
+        model, **common, metrics=rec.get("test"), optimizer=state.optimizer.state_dict(),
+        history=state.history, best=state.best,
+        rng={"sampler": state.gen.get_state(), "torch": torch.get_rng_state()},
+        store_identity=state.store_identity))
+
+
+def summarise(state: RunState, steps: Steps) -> TrainResult:
+    """train_summary.json (best AND last epoch, labelled) and the TrainResult."""
+    history, best = state.history, state.best
+    last = {"epoch": history[-1]["epoch"], **history[-1].get("test", {})} if history else {}
+    summary = {"settings": state.settings, "step_mode": steps.mode,
+               "best_epoch_selected_on_test_rho": best, "last_epoch": last,
+               "store_identity": state.store_identity,
+               "note": "best_* is chosen on the test split (as the reference does), so it is "
+                       "optimistic; last_epoch is the held-out figure"}
+    summary_path = state.out / "train_summary.json"
+    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+    return TrainResult(state.out, state.best_path if best is not None else None, state.last_path,
+                       summary_path, best or {}, last, history, steps.mode)
+
+
+# ---- the run ----------------------------------------------------------------------------------
+
+def _progress(iterator, cfg: TrainConfig, start: int):
+    if not cfg.progress:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(iterator, desc=f"train {cfg.method}", unit="epoch", initial=start,
+                total=cfg.max_epoch, file=sys.stderr)
+
+
+def train(store_path, annotations, out_dir, *, config: TrainConfig | None = None, log=None,
+          **options) -> TrainResult:
     """Trains `method` on the training split of `annotations` using a feature store's features.
+
+    Options: a `TrainConfig` as `config`, or its fields as keywords (`method`, `max_epoch`,
+    `bs_train`, `base_lr`, ...; keywords given with `config` replace its values). All are
+    checked before anything is loaded.
 
     Writes into `out_dir`: `last.pt` (every epoch, atomic, with optimizer and RNG state: what
     `resume=True` continues from), `best.pt` (highest test rho so far, as the reference selects;
     a best-of-epochs figure, not a held-out one), `train_log.jsonl` (one record per epoch) and
-    `train_summary.json` (best AND last-epoch metrics, labelled).
+    `train_summary.json` (best AND last-epoch metrics, labelled). Checkpoints record the store's
+    identity (`fdperf.features.videoset.store_identity`); a resume refuses another kind of store
+    or changed hyper-parameters unless `allow_store_mismatch` / `allow_config_change`.
 
     A store with K > 1 views (`fdperf.extract --views K`, the reference's random flip and crop)
     trains on a random view per video per epoch; give `eval_store` (a store of the test
     transform) for evaluation, otherwise view 0 is used. `view` pins one training view.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
-    for name, v in (("max_epoch", max_epoch), ("bs_train", bs_train), ("fix_size", fix_size),
-                    ("voter_number", voter_number), ("eval_every", eval_every)):
-        if int(v) < 1:
-            raise ValueError(f"{name} must be >= 1, got {v}")
-    if step_num < 2:
-        raise ValueError(f"step_num must be >= 2 (steps = transitions + 1), got {step_num}")
-    if not base_lr > 0:
-        raise ValueError(f"base_lr must be > 0, got {base_lr}")
-    log = log or (lambda s: print(s, file=sys.stderr, flush=True))
-    device = resolve_device(device)
+    try:
+        cfg = dataclasses.replace(config, **options) if config is not None else TrainConfig(**options)
+    except TypeError as e:  # an unknown keyword
+        raise ConfigError(f"train(): {e}") from None
+    cfg.validate()
+    log = log or _stderr
+    device = resolve_device(cfg.device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    num_transitions = step_num - 1
-    policy = policy or policy_from_flags(action_number_choosing, random_choosing)
-    ann = as_annotations(annotations, num_transitions)
+    ann = as_annotations(annotations, cfg.num_transitions)
     vocab = dive_vocabulary(ann, ann.train_keys)
-
-    config = {"fix_size": fix_size, "num_transitions": num_transitions, "layout": layout}
-    if method.startswith("F+R"):
-        config = {"num_dive_numbers": len(vocab)} if method == "F+R#" else {}
-    elif method == "F+S+R":
-        config = {"fix_size": fix_size, "num_transitions": num_transitions}
-    settings = dict(method=method, max_epoch=max_epoch, bs_train=bs_train, base_lr=base_lr, seed=seed,
-                    prob_tas_threshold=prob_tas_threshold, fix_size=fix_size, step_num=step_num,
-                    voter_number=voter_number, policy=policy, layout=layout, eval_every=eval_every,
-                    amp=amp, store=str(store_path), view=view,
-                    eval_store=None if eval_store is None else str(eval_store),
-                    fdperf_version=__version__)
-
-    torch.manual_seed(seed)
-    model = build_model(method, **config)
-    # a multi-view store (augmented training views from `fdperf.extract --views K`) trains on a
-    # random view per video and pair; evaluation reads `eval_store` (the test transform), or
-    # view 0 when there is none
-    store, feats, fmaps = load_store(store_path, device, maps=model.needs_maps, view=view,
-                                     all_views=True)
-    views = feats.shape[1] if feats.dim() == 4 else 1
-    settings["views"] = views
-    snippets = feats.shape[-2]
-    if hasattr(model, "in_channels") and snippets != model.in_channels:
-        config["in_channels"] = snippets
-        torch.manual_seed(seed)
-        model = build_model(method, **config)
-    model.to(device)
-    train_set = video_set(store, feats, fmaps, ann, ann.train_keys, vocab, device)
-    if eval_store is not None:
-        estore, efeats, efmaps = load_store(eval_store, device, maps=model.needs_maps)
-        if efeats.shape[-2] != snippets:
-            raise ValueError(f"eval_store {eval_store} has {efeats.shape[-2]} snippets per video, "
-                             f"the training store {snippets}")
-    else:
-        if views > 1:
-            log(f"{store_path} has {views} augmented views and no eval_store was given: "
-                "evaluating on its view 0")
-        estore, efeats = store, feats[:, 0] if views > 1 else feats
-        efmaps = None if fmaps is None else (fmaps[:, 0] if views > 1 else fmaps)
-    test_set = video_set(estore, efeats, efmaps, ann, ann.test_keys, vocab, device)
-    exemplar_set = train_set if (eval_store is None and views == 1) else \
-        video_set(estore, efeats, efmaps, ann, ann.train_keys, vocab, device)
-    del feats, fmaps, efeats, efmaps
-    if len(train_set) < 2:
-        raise ValueError("training needs at least two training videos")
-    vote_rows, vote_valid = voting_exemplars(ann, ann.test_keys, ann.train_keys, m=voter_number,
-                                             policy=policy, seed=seed)
-    sampler = ExemplarSampler(ann, ann.train_keys, policy=policy, device=device)
-    gen = torch.Generator(device=device)
-    gen.manual_seed(seed)
-
-    use_graph = cuda_graph and device.type == "cuda"
-    optimizer = torch.optim.Adam(model.parameters(), lr=base_lr, weight_decay=0,
-                                 capturable=use_graph)
-    start_epoch, history, best = 0, [], None
-    last_path, best_path = out / "last.pt", out / "best.pt"
-    if resume:
-        if not last_path.is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint {last_path} to resume from")
-        ck = read_checkpoint(last_path, map_location=device)
-        if ck.get("method") != method or ck.get("config") != model.config():
-            raise CheckpointError(f"{last_path} was trained as {ck.get('method')} {ck.get('config')}, "
-                                  f"not {method} {model.config()}; use another out_dir")
-        model.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        gen.set_state(ck["rng"]["sampler"].cpu())
-        torch.set_rng_state(ck["rng"]["torch"].cpu())
-        start_epoch, history, best = ck["epoch"] + 1, list(ck.get("history", [])), ck.get("best")
-        log(f"resumed from {last_path} at epoch {start_epoch}/{max_epoch}")
-
-    n_train, batch = len(train_set), min(bs_train, len(train_set))
-    full_batches, rest = divmod(n_train, batch)
-    step = TrainStep(model, optimizer, train_set, batch, device, amp)
-    tail = TrainStep(model, optimizer, train_set, rest, device, amp) if rest else None
-    step_mode = "eager"
-    if use_graph:
-        try:
-            step.capture()
-            step_mode = "cuda-graph"
-        except Exception as e:  # capture needs static, sync-free work; fall back loudly
-            step.graph = None
-            log(f"CUDA graph capture failed, training eagerly instead ({type(e).__name__}: {e})")
-    model.train()
-
-    iterator = range(start_epoch, max_epoch)
-    bar = None
-    if progress:
-        try:
-            from tqdm import tqdm
-            bar = tqdm(iterator, desc=f"train {method}", unit="epoch", initial=start_epoch,
-                       total=max_epoch, file=sys.stderr)
-            iterator = bar
-        except ImportError:
-            pass
-    log_file = open(out / "train_log.jsonl", "a")
+    store = open_store(store_path)  # the header: snippets, views and identity, no tensors yet
+    model = build(cfg, len(vocab), store.num_snippets, device)
+    state = start_run(model, cfg, store_path, store, out, device)
+    if cfg.resume:  # all checks of the checkpoint before the store is loaded
+        resume(state, store.path, cfg, device, log)
+    data = prepare_data(store, ann, vocab, cfg, model.needs_maps, state.store_identity, device, log)
+    steps = build_steps(state, data, cfg, device, log)
+    epochs = range(state.start_epoch, cfg.max_epoch)
+    bar = _progress(epochs, cfg, state.start_epoch)
     try:
-        for epoch in iterator:
-            t0 = time.perf_counter()
-            # TSA-oracle trains exactly as TSA; only its evaluation uses ground-truth transitions
-            use_gt = epoch / max_epoch <= prob_tas_threshold
-            for s in (step, tail):
-                if s is not None:
-                    s.use_gt.fill_(use_gt)
-            perm = torch.randperm(n_train, generator=gen, device=device)
-            ex = sampler.sample(perm, gen)
-            if views > 1:  # a view for every query and every exemplar of the epoch
-                draw = torch.randint(views, (2, n_train), generator=gen, device=device)
-            losses = torch.zeros(full_batches + (1 if rest else 0), device=device)
-            preds = torch.zeros(n_train, device=device)
-            for b in range(full_batches):
-                sl = slice(b * batch, (b + 1) * batch)
-                step.rows.copy_(perm[sl])
-                step.ex_rows.copy_(ex[sl])
-                if views > 1:
-                    step.views.copy_(draw[:, sl].reshape(-1))
-                loss, pred = step()
-                losses[b] = loss
-                preds[sl] = pred
-            if rest:
-                tail.rows.copy_(perm[full_batches * batch:])
-                tail.ex_rows.copy_(ex[full_batches * batch:])
-                if views > 1:
-                    tail.views.copy_(draw[:, full_batches * batch:].reshape(-1))
-                loss, pred = tail()
-                losses[-1] = loss
-                preds[full_batches * batch:] = pred
-            true = train_set.scores[perm]
-            rec = {"epoch": epoch, "loss": float(losses.mean()), "gt_transitions": use_gt,
-                   "train_rho": M.spearman(preds.cpu(), true.cpu())}
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            rec["seconds"] = time.perf_counter() - t0
-            if not math.isfinite(rec["loss"]):
-                raise FloatingPointError(f"training diverged at epoch {epoch + 1}: loss {rec['loss']}")
-            is_last = epoch == max_epoch - 1
-            if (epoch + 1) % eval_every == 0 or is_last:
-                votes = vote(model, test_set, exemplar_set, vote_rows, vote_valid,
-                             transitions="oracle" if method == "TSA-oracle" else "predicted", amp=amp)
-                rec["test"] = score_metrics(votes.scores, test_set.scores, votes.bounds, test_set.bounds)
-                model.train()
-                if best is None or rec["test"]["rho"] > best["rho"]:
-                    best = {"epoch": epoch, **rec["test"]}
-                    save_checkpoint(best_path, model_checkpoint(
-                        model, epoch=epoch, settings=settings, dive_numbers=vocab, metrics=rec["test"]))
-            history.append(rec)
-            log_file.write(json.dumps(rec) + "\n")
-            log_file.flush()
-            save_checkpoint(last_path, model_checkpoint(
-                model, epoch=epoch, settings=settings, dive_numbers=vocab, metrics=rec.get("test"),
-                optimizer=optimizer.state_dict(), history=history, best=best,
-                rng={"sampler": gen.get_state(), "torch": torch.get_rng_state()}))
-            if bar is not None:
-                bar.set_postfix(loss=f"{rec['loss']:.3f}", rho=f"{rec['train_rho']:.3f}")
-                bar.write(_log_line(epoch, max_epoch, rec), file=sys.stderr)
-            else:
-                log(_log_line(epoch, max_epoch, rec))
+        with open(out / "train_log.jsonl", "a") as log_file:
+            for epoch in bar if bar is not None else epochs:
+                rec = run_epoch(epoch, state, steps, data, cfg, device)
+                evaluate_and_checkpoint(epoch, rec, state, data, cfg, steps, log_file)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{rec['loss']:.3f}", rho=f"{rec['train_rho']:.3f}")
+                    bar.write(_log_line(epoch, cfg.max_epoch, rec), file=sys.stderr)
+                else:
+                    log(_log_line(epoch, cfg.max_epoch, rec))
     finally:
-        log_file.close()
         if bar is not None:
             bar.close()
-
-    last = {"epoch": history[-1]["epoch"], **history[-1].get("test", {})} if history else {}
-    summary = {"settings": settings, "step_mode": step_mode,
-               "best_epoch_selected_on_test_rho": best, "last_epoch": last,
-               "note": "best_* is chosen on the test split (as the reference does), so it is "
-                       "optimistic; last_epoch is the held-out figure"}
-    summary_path = out / "train_summary.json"
-    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
-    return TrainResult(out, best_path if best is not None else None, last_path, summary_path,
-                       best or {}, last, history, step_mode)
+    return summarise(state, steps)

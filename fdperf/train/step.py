@@ -39,10 +39,20 @@ class TrainStep:
             cache = self.model.encode(feats, maps, d.dive_ids.index_select(0, idx), gt,
                                       use_gt=self.use_gt)
             deltas = self.model.step_deltas(cache, cache, self.q_index, self.e_index).float().mean(1)
+        finite = None
+        if "probs" in cache:
+            # Diverged weights give NaN probabilities, which BCE refuses with an unrelated error
+            # (a device assert on CUDA). Zeroing NaNs keeps finite values (and gradients) bitwise;
+            # the reported loss turns NaN instead, for the epoch's check to name the step.
+            finite = torch.isfinite(cache["probs"]).all()
+            cache = {**cache, "probs": torch.nan_to_num(cache["probs"], nan=0.0)}
         loss = pair_loss(self.model, cache, deltas, y[:n], y[n:], gt if self.model.segments else None)
         loss.backward()
         self.optimizer.step()
-        return loss.detach(), deltas[:n].detach() + y[n:]
+        reported = loss.detach()
+        if finite is not None:
+            reported = torch.where(finite, reported, torch.full_like(reported, float("nan")))
+        return reported, deltas[:n].detach() + y[n:]
 
     def eager(self):
         self.optimizer.zero_grad(set_to_none=True)  # backward then writes grads instead of adding

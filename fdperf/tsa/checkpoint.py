@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import UserError
 from . import build_model
 from .model import TSA, PairModel
 
@@ -24,8 +25,12 @@ FORMAT_VERSION = 1
 REFERENCE_PARTS = ("psnet_model", "decoder", "regressor_delta")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ValueError, UserError):
     """A checkpoint file is missing, corrupt, truncated or of an unknown layout."""
+
+
+class StoreMismatch(CheckpointError):
+    """A checkpoint meets a feature store of another identity (other I3D, preprocessing...)."""
 
 
 def _numpy_scalar_globals():
@@ -78,6 +83,39 @@ def model_checkpoint(model: PairModel, **extra) -> dict:
     """The fdperf checkpoint dict of `model` (extra keys: optimizer, epoch, rng, settings...)."""
     return {"format": FORMAT, "format_version": FORMAT_VERSION, "method": model.method,
             "config": model.config(), "model": model.state_dict(), **extra}
+
+
+def identity_differences(a: dict, b: dict, names=("checkpoint", "store")) -> list:
+    """'key: <names[0]> A, <names[1]> B' for every store-identity entry that differs."""
+    return [f"{k}: {names[0]} {a.get(k)!r}, {names[1]} {b.get(k)!r}"
+            for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def check_store(checkpoint: dict, identity: dict, *, checkpoint_path, store_path,
+                allow: bool = False, log=None) -> dict:
+    """Compares the store identity a checkpoint recorded (`store_identity`, see
+    `fdperf.features.videoset.store_identity`) with a store's; returns the record for
+    metrics.json / train_summary.json.
+
+    A difference raises StoreMismatch naming both values, unless `allow`; a checkpoint without
+    the record (older fdperf, reference last.pth) cannot be checked: a warning through `log`.
+    """
+    log = log or (lambda line: None)
+    recorded = checkpoint.get("store_identity")
+    if not isinstance(recorded, dict):
+        log(f"warning: {checkpoint_path} does not record the identity of its feature store "
+            f"(older checkpoint or reference last.pth): cannot check that {store_path} matches it")
+        return {"status": "unrecorded"}
+    diffs = identity_differences(recorded, identity)
+    if not diffs:
+        return {"status": "match"}
+    if not allow:
+        raise StoreMismatch(f"{store_path} differs from the store {checkpoint_path} was trained on "
+                            f"({'; '.join(diffs)}); use a store extracted like the training store, "
+                            "or pass --allow-store-mismatch to proceed anyway")
+    log(f"warning: {store_path} differs from the store {checkpoint_path} was trained on "
+        f"({'; '.join(diffs)}); proceeding because of --allow-store-mismatch")
+    return {"status": "mismatch-allowed", "differences": diffs}
 
 
 def _strip(state: dict, prefixes=("module.",)) -> dict:
