@@ -1,5 +1,6 @@
 """Shared fixtures: the real FineDiving annotations and small annotation sets in the same schema."""
 import os
+import re
 
 import numpy as np
 import pytest
@@ -64,6 +65,22 @@ def small_annotations(tmp_path):
     train, test = keys[:2] + keys[3:5] + keys[6:7], [keys[2], keys[5], keys[7]]
     folder = write_annotation_set(str(tmp_path / "Annotations"), samples, train, test)
     return folder, samples, train, test
+
+
+def undocumented_arguments(help_text: str) -> list:
+    """The arguments of an argparse --help text that have no description. An entry is indented
+    by two spaces; its description follows on the same line after two or more spaces, or on the
+    next lines, indented deeper."""
+    lines = help_text.splitlines()
+    bare = []
+    for i, line in enumerate(lines):
+        m = re.match(r"^  (\S.*?)(?:\s{2,}\S.*)?$", line)
+        if not m or re.search(r"\s{2,}\S", line.strip()):
+            continue
+        following = lines[i + 1] if i + 1 < len(lines) else ""
+        if not re.match(r"^   +\S", following):
+            bare.append(m.group(1))
+    return bare
 
 
 @pytest.fixture
