@@ -8,9 +8,8 @@ import numpy as np
 
 from fdperf.data import AnnotationRecord, Annotations, load_annotations, write_annotations
 from fdperf.data.annotations import FILES
-from fdperf.synthetic import sample_dives, split_dives
+from fdperf.synthetic import dive_records, sample_dives, split_dives
 from fdperf.synthetic.features import make_synthetic_features
-from fdperf.synthetic.generate import dive_records
 
 SAMPLE_FIELDS = ("key", "dive_number", "score", "difficulty", "judge_scores", "sub_action_names",
                  "num_transitions")
