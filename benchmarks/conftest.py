@@ -6,8 +6,12 @@ spinning barrier stalls whenever a peer thread is descheduled.
 """
 import os
 import platform
+import sys
 
 import torch
+
+# The reference-style TSA (tests/reference_tsa.py) is shared with the tests.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 
 
 def pytest_configure(config):

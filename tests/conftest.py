@@ -1,55 +1,54 @@
 """Shared fixtures: the real FineDiving annotations and small annotation sets in the same schema."""
 import os
-import pickle
+import re
 
 import numpy as np
 import pytest
 import torch
 
-REAL_ANNOTATIONS = os.path.abspath(
-    os.path.join(os.path.dirname(__file__), "..", "..", "shared", "finediving", "Annotations"))
+from fdperf.data.annotations import FILES
+from fdperf.data.writer import AnnotationRecord, write_annotations, write_pickle
+
+# The real FineDiving annotations come under their own release agreement, so they are not in the
+# repository: tests that need them read the folder from this variable and skip without it.
+ANNOTATIONS_ENV = "FDPERF_ANNOTATIONS"
+
+
+def real_annotations_missing():
+    """None when FDPERF_ANNOTATIONS names a folder with the six files, else why not."""
+    folder = os.environ.get(ANNOTATIONS_ENV)
+    if not folder:
+        return f"{ANNOTATIONS_ENV} is not set (the FineDiving Annotations/ folder)"
+    missing = [name for name in FILES.values() if not os.path.isfile(os.path.join(folder, name))]
+    if missing:
+        return f"{ANNOTATIONS_ENV}={folder} lacks {', '.join(missing)}"
+    return None
 
 
 @pytest.fixture(scope="session")
 def real_annotations_dir():
-    if not os.path.isfile(os.path.join(REAL_ANNOTATIONS, "fine-grained_annotation_aqa.pkl")):
-        pytest.skip(f"real FineDiving annotations not found at {REAL_ANNOTATIONS}")
-    return REAL_ANNOTATIONS
-
-
-def _labels(lengths, types):
-    return np.concatenate([np.full(n, t, dtype=np.int64) for n, t in zip(lengths, types)])
+    why = real_annotations_missing()
+    if why:
+        pytest.skip(f"real FineDiving annotations: {why}")
+    return os.environ[ANNOTATIONS_ENV]
 
 
 def write_annotation_set(folder, samples, train, test, overrides=None):
     """Writes the six FineDiving files for `samples`: {key: (dive_number, score, difficulty,
-    step_lengths, step_types)}; `overrides` maps a file name to an object written instead."""
-    os.makedirs(folder, exist_ok=True)
-    aqa, fine, coarse = {}, {}, {}
-    for key, (dn, score, dd, lengths, types) in samples.items():
-        labels = _labels(lengths, types)
-        transit = np.flatnonzero(labels[1:] != labels[:-1]).astype(np.int64)
-        aqa[key] = [dn, float(score), float(dd), transit, labels]
-        fine[key] = {"action_type": dn, "dive_score": float(score), "difficulty": float(dd),
-                     "steps_transit_frames": transit, "frames_labels": labels,
-                     "sub-action_types": {np.int64(t): f"type{t}" for t in types}}
-        coarse[key] = {"action_type": dn, "start_frame": 0, "end_frame": int(sum(lengths)),
-                       "dive_score": float(score), "difficulty": float(dd),
-                       "judge_scores": [7.0, 7.5, 8.0, 8.0, 8.5]}
-    files = {
-        "fine-grained_annotation_aqa.pkl": aqa,
-        "FineDiving_fine-grained_annotation.pkl": fine,
-        "FineDiving_coarse_annotation.pkl": coarse,
-        "Sub_action_Types_Table.pkl": {i: f"type{i}" for i in range(1, 43)},
-        "train_split.pkl": list(train),
-        "test_split.pkl": list(test),
-    }
-    files.update(overrides or {})
-    for name, obj in files.items():
+    step_lengths, step_types)}, through fdperf's annotation writer. `overrides` maps a file name
+    to an object written instead (None: the file is left out), for the loader's error tests."""
+    records = [AnnotationRecord(key=key, dive_number=dn, score=score, difficulty=dd,
+                                frame_labels=np.repeat(np.asarray(types, np.int64), lengths),
+                                sub_action_names={t: f"type{t}" for t in types},
+                                judge_scores=[7.0, 7.5, 8.0, 8.0, 8.5])
+               for key, (dn, score, dd, lengths, types) in samples.items()]
+    write_annotations(folder, records, train, test, {i: f"type{i}" for i in range(1, 43)})
+    for name, obj in (overrides or {}).items():
+        path = os.path.join(folder, name)
         if obj is None:
-            continue
-        with open(os.path.join(folder, name), "wb") as f:
-            pickle.dump(obj, f, protocol=3)
+            os.remove(path)
+        else:
+            write_pickle(path, obj)
     return folder
 
 
@@ -66,6 +65,22 @@ def small_annotations(tmp_path):
     train, test = keys[:2] + keys[3:5] + keys[6:7], [keys[2], keys[5], keys[7]]
     folder = write_annotation_set(str(tmp_path / "Annotations"), samples, train, test)
     return folder, samples, train, test
+
+
+def undocumented_arguments(help_text: str) -> list:
+    """The arguments of an argparse --help text that have no description. An entry is indented
+    by two spaces; its description follows on the same line after two or more spaces, or on the
+    next lines, indented deeper."""
+    lines = help_text.splitlines()
+    bare = []
+    for i, line in enumerate(lines):
+        m = re.match(r"^  (\S.*?)(?:\s{2,}\S.*)?$", line)
+        if not m or re.search(r"\s{2,}\S", line.strip()):
+            continue
+        following = lines[i + 1] if i + 1 < len(lines) else ""
+        if not re.match(r"^   +\S", following):
+            bare.append(m.group(1))
+    return bare
 
 
 @pytest.fixture

@@ -1,5 +1,8 @@
 """A reduced demo (8 dives, 2 epochs) runs end to end and writes every output; a rerun reuses
 the synthetic set and the feature store."""
+import csv
+import hashlib
+import html
 import json
 import os
 
@@ -41,12 +44,42 @@ def test_demo_writes_every_output(demo_run, capsys):
     assert set(saved["metrics"]) == {"TSA", "F+R"}
     assert saved["metrics"]["TSA"]["aiou50"] is not None and saved["metrics"]["F+R"]["aiou50"] is None
     assert summary["out"] == os.path.abspath(out)
+    _check_outputs_agree(out, ann, saved)
+
+
+def _check_outputs_agree(out, ann, saved):
+    """The summary's metrics are the evaluations' own; predictions, probabilities and the report's
+    index cover exactly the test videos."""
+    test = sorted(key_to_str(k) for k in ann.test_keys)
+    assert saved["num_test"] == len(test) and saved["num_train"] == len(ann.train_keys)
+    for method, sub in (("TSA", "tsa"), ("F+R", "fr")):
+        with open(os.path.join(out, sub, "eval", "metrics.json")) as f:
+            evaluated = json.load(f)
+        assert evaluated["method"] == method and evaluated["num_videos"] == len(test)
+        assert saved["metrics"][method] == {k: evaluated.get(k) for k in saved["metrics"][method]}
+        assert set(saved["metrics"][method]) >= {"rho", "rl2", "aiou50", "aiou75", "num_videos"}
+        with open(os.path.join(out, sub, "eval", "predictions.csv"), newline="") as f:
+            assert sorted(r["key"] for r in csv.DictReader(f)) == test
+    assert saved["tsa_reaches_target"] == (saved["metrics"]["TSA"]["rho"] >= saved["rho_target"])
+    with open(os.path.join(out, "report", "index.html")) as f:
+        page = f.read()
+    for key in test:  # every test video has a row, also those beyond report_videos' PNGs
+        assert f"<td>{html.escape(key)}</td>" in page or f">{html.escape(key)}</a></td>" in page, key
+    linked = [name for name in os.listdir(os.path.join(out, "report", "videos"))
+              if f'href="videos/{name}"' in page]
+    assert len(linked) == len(os.listdir(os.path.join(out, "report", "videos")))
+
+
+def _fingerprint(path):
+    st = os.stat(path)
+    with open(path, "rb") as f:
+        return st.st_ino, st.st_size, hashlib.sha256(f.read()).hexdigest()
 
 
 def test_rerun_reuses_set_and_store(demo_run, capsys):
     out, _ = demo_run
     store = os.path.join(out, "features.h5")
-    before = os.stat(store).st_mtime_ns
+    before = _fingerprint(store)
     with open(os.path.join(out, "data", "Annotations", "train_split.pkl"), "rb") as f:
         split = f.read()
     assert demo_main(["--out", out, "--videos", "8", "--epochs", "1", "--device", "cpu", "--seed", "1",
@@ -59,7 +92,12 @@ def test_rerun_reuses_set_and_store(demo_run, capsys):
     assert text.rstrip().endswith(f"output folder: {os.path.abspath(out)}")
     with open(os.path.join(out, "data", "Annotations", "train_split.pkl"), "rb") as f:
         assert f.read() == split
-    assert os.stat(store).st_mtime_ns >= before
+    # the same file (not re-created: same inode) with the same bytes, and nothing was extracted
+    assert _fingerprint(store) == before
+    with open(os.path.join(out, "demo_summary.json")) as f:
+        saved = json.load(f)
+    assert saved["epochs"] == 1  # the rerun's own summary, agreeing with its evaluations
+    _check_outputs_agree(out, load_annotations(os.path.join(out, "data", "Annotations")), saved)
 
 
 def test_bad_options(tmp_path, capsys):

@@ -125,3 +125,27 @@ def test_cli(inputs, capsys):
     assert "index.html" in capsys.readouterr().out
     assert report_main(["--predictions", tsa, "--out", out, "--compare", fr]) == 2
     assert "NAME=PATH" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("column,value,bad", [("pred_score", "nan", "nan"), ("true_score", "inf", "inf"),
+                                              ("deltas", "1.0;nan;2.0;3.0", "nan"), ("tiou", "-inf", "-inf")])
+def test_non_finite_values_are_refused_before_anything_is_written(tmp_path, capsys, column, value, bad):
+    path = _write_csv(tmp_path / "p.csv")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    rows[1][column] = value
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    with pytest.raises(ReportError) as err:
+        read_predictions(path)
+    # one line naming the file, the row (line 3: the second video) and the column
+    assert str(err.value) == f"{path}, line 3, column {column}: not a finite number: {bad!r}"
+    out = tmp_path / "out"
+    with pytest.raises(ReportError, match=f"line 3, column {column}"):
+        write_report(path, str(out))
+    assert not out.exists()
+    assert report_main(["--predictions", path, "--out", str(out)]) == 2
+    assert capsys.readouterr().err == f"error: {err.value}\n"
+    assert not out.exists()

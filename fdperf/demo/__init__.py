@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -108,18 +109,30 @@ def metrics_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def run_demo(out: str = "runs/demo", videos: int = 120, epochs: int | None = None,
-             device: str = "auto", weights: str | None = None, seed: int = 0,
-             progress: bool = True, report_videos: int | None = None) -> dict:
-    """Runs every stage; returns the summary written to demo_summary.json."""
-    from ..data import load_annotations
-    from ..extract import ExtractOptions, Inputs, extract_features
-    from ..report import VideoRow, read_predictions, split_metrics, write_report
-    from ..train import train
-    from ..evaluate import evaluate
+@dataclass
+class DemoSettings:
+    """What one demo run works with; `timings` collects the seconds of each stage."""
+    out: str
+    videos: int
+    epochs: int
+    device: torch.device
+    weights: str | None
+    seed: int
+    progress: bool
+    report_videos: int | None = None
+    timings: dict = field(default_factory=dict)
 
-    from ..device import resolve_device
-    dev = resolve_device(device)
+    @property
+    def data_dir(self) -> str:
+        return os.path.join(self.out, "data")
+
+    @property
+    def store(self) -> str:
+        return os.path.join(self.out, "features.h5")
+
+
+def check_options(videos: int, epochs: int | None, weights: str | None, dev: torch.device) -> int:
+    """Refuses unusable options before any work; returns the epoch count (default per device)."""
     if epochs is None:
         epochs = 200 if dev.type == "cuda" else 40
     if videos < 8:
@@ -128,94 +141,143 @@ def run_demo(out: str = "runs/demo", videos: int = 120, epochs: int | None = Non
         raise ValueError("--epochs must be >= 1")
     if weights is not None and not os.path.isfile(weights):
         raise FileNotFoundError(f"--weights: no such file: {weights}")
-    os.makedirs(out, exist_ok=True)
-    timings: dict = {}
-    t_all = time.perf_counter()
-    _say(f"fdperf demo: {videos} synthetic dives, {epochs} epochs, device {dev}, output {out}")
+    return epochs
 
-    with _stage("generate", timings):
-        data_dir = os.path.join(out, "data")
-        generated, ann_dir = prepare_dataset(data_dir, videos, seed, progress)
-    ann = load_annotations(ann_dir)
 
-    store = os.path.join(out, "features.h5")
-    with _stage("extract", timings):
-        i3d = weights
-        if weights is None:
-            i3d = os.path.join(out, f"i3d_random_init_seed{seed}.pth")
-            if not os.path.isfile(i3d):  # kept: the store's identity includes the weights' sha256
-                random_i3d_weights(i3d, seed)
-            _say("   I3D: RANDOMLY INITIALISED (He-normal, seed %d; no --weights given, and Kinetics "
-                 "weights cannot be downloaded here). Pass --weights model_rgb.pth for pretrained "
-                 "features." % seed)
-        else:
-            _say(f"   I3D weights: {weights}")
-        opts = ExtractOptions(device=str(dev), seed=seed, overwrite=generated, progress=progress)
-        inputs = Inputs(frames_root=os.path.join(data_dir, "frames"))
-        try:
-            res = extract_features(store, ann.keys(), inputs, weights=i3d, options=opts)
-        except RuntimeError as e:  # a store from other settings (weights, seed, set): redo it
-            if "remove it or pass overwrite" not in str(e):
-                raise
-            _say(f"   the existing store cannot be reused ({e}); extracting again")
-            opts.overwrite = True
-            res = extract_features(store, ann.keys(), inputs, weights=i3d, options=opts)
-        if res.errors or not res.complete:
-            raise RuntimeError(f"feature extraction failed for {len(res.errors)} videos, e.g. {res.errors[:1]}")
-        _say(f"   {res.extracted} videos extracted, {res.skipped} reused -> {store}")
+def i3d_weights(demo: DemoSettings) -> str:
+    """The I3D weights to extract with: the given file, else a He-initialised random I3D kept in
+    the output folder (the store's identity includes the weights' sha256, so a rerun must find
+    the same file)."""
+    if demo.weights is not None:
+        _say(f"   I3D weights: {demo.weights}")
+        return demo.weights
+    path = os.path.join(demo.out, f"i3d_random_init_seed{demo.seed}.pth")
+    if not os.path.isfile(path):
+        random_i3d_weights(path, demo.seed)
+    _say("   I3D: RANDOMLY INITIALISED (He-normal, seed %d; no --weights given, and Kinetics "
+         "weights cannot be downloaded here). Pass --weights model_rgb.pth for pretrained "
+         "features." % demo.seed)
+    return path
 
-    results, runs = {}, {}
-    for method, sub in METHODS:
-        run_dir = os.path.join(out, sub)
-        if os.path.isdir(run_dir):  # a previous demo's run: its log would mix into the curves
-            shutil.rmtree(run_dir)
-        with _stage(f"train {method}", timings):
-            tr = train(store, ann, run_dir, method=method, max_epoch=epochs, seed=seed, device=dev,
-                       layout=TSA_LAYOUT, eval_every=max(1, epochs // 10), progress=progress,
-                       log=lambda s: None)
-        with _stage(f"vote {method}", timings):
-            ev = evaluate(tr.last_checkpoint, store, ann, os.path.join(run_dir, "eval"), device=dev)
-        results[method] = ev.metrics
-        runs[method] = (tr, ev)
 
-    # What the exemplars alone give (delta = 0: mean score of the same dive numbers' exemplars):
-    # the share of rho that comes from difficulty, which the models do not have to learn.
-    rows = read_predictions(str(runs["TSA"][1].predictions_path))
-    baseline = split_metrics([VideoRow(r.key, r.true_score, float(np.mean(r.exemplar_scores)))
-                              for r in rows])
+def extract_stage(demo: DemoSettings, keys: list, generated: bool) -> None:
+    """I3D features of every dive into the store; reuses a store of the same settings and
+    redoes one of other settings (weights, seed, set)."""
+    from ..extract import ExtractOptions, Inputs, extract_features
+    i3d = i3d_weights(demo)
+    opts = ExtractOptions(device=str(demo.device), seed=demo.seed, overwrite=generated,
+                          progress=demo.progress)
+    inputs = Inputs(frames_root=os.path.join(demo.data_dir, "frames"))
+    try:
+        res = extract_features(demo.store, keys, inputs, weights=i3d, options=opts)
+    except RuntimeError as e:
+        if "remove it or pass overwrite" not in str(e):
+            raise
+        _say(f"   the existing store cannot be reused ({e}); extracting again")
+        opts.overwrite = True
+        res = extract_features(demo.store, keys, inputs, weights=i3d, options=opts)
+    if res.errors or not res.complete:
+        raise RuntimeError(f"feature extraction failed for {len(res.errors)} videos, e.g. {res.errors[:1]}")
+    _say(f"   {res.extracted} videos extracted, {res.skipped} reused -> {demo.store}")
 
-    probs_path = os.path.join(out, "transition_probs.npz")
-    with _stage("report", timings):
-        probs = transition_probabilities(runs["TSA"][0].last_checkpoint, store, ann.test_keys, dev)
-        np.savez(probs_path, **probs)
-        rep = write_report(str(runs["TSA"][1].predictions_path), os.path.join(out, "report"), method="TSA",
-                           compare={"F+R": str(runs["F+R"][1].predictions_path)},
-                           train_logs={m: str(runs[m][0].out_dir / "train_log.jsonl") for m, _ in METHODS},
-                           probabilities=probs, frames_dir=os.path.join(data_dir, "frames"),
-                           max_videos=report_videos,
-                           title=f"fdperf demo: {videos} synthetic dives, seed {seed}, {epochs} epochs"
-                                 + ("" if weights else ", random-init I3D"),
-                           progress=progress)
-    timings["total"] = time.perf_counter() - t_all
 
+def train_and_vote(demo: DemoSettings, ann, method: str, sub: str) -> tuple:
+    """Trains `method` from scratch in <out>/<sub> and votes with its last checkpoint on the test
+    split; returns (training result, evaluation result)."""
+    from ..evaluate import evaluate
+    from ..train import train
+    run_dir = os.path.join(demo.out, sub)
+    if os.path.isdir(run_dir):  # a previous demo's run: its log would mix into the curves
+        shutil.rmtree(run_dir)
+    epochs = demo.epochs
+    with _stage(f"train {method}", demo.timings):
+        tr = train(demo.store, ann, run_dir, method=method, max_epoch=epochs, seed=demo.seed,
+                   device=demo.device, layout=TSA_LAYOUT, eval_every=max(1, epochs // 10),
+                   progress=demo.progress, log=lambda s: None)
+    with _stage(f"vote {method}", demo.timings):
+        ev = evaluate(tr.last_checkpoint, demo.store, ann, os.path.join(run_dir, "eval"),
+                      device=demo.device)
+    return tr, ev
+
+
+def exemplars_only(predictions_path) -> dict:
+    """What the exemplars alone give (delta = 0: mean score of the same dive numbers' exemplars):
+    the share of rho that comes from difficulty, which the models do not have to learn."""
+    from ..report import VideoRow, read_predictions, split_metrics
+    rows = read_predictions(str(predictions_path))
+    return split_metrics([VideoRow(r.key, r.true_score, float(np.mean(r.exemplar_scores)))
+                          for r in rows])
+
+
+def report_stage(demo: DemoSettings, ann, runs: dict):
+    """PSNet's transition probabilities of the test videos (transition_probs.npz) and the
+    visual report of both methods."""
+    from ..report import write_report
+    probs = transition_probabilities(runs["TSA"][0].last_checkpoint, demo.store, ann.test_keys,
+                                     demo.device)
+    np.savez(os.path.join(demo.out, "transition_probs.npz"), **probs)
+    return write_report(
+        str(runs["TSA"][1].predictions_path), os.path.join(demo.out, "report"), method="TSA",
+        compare={"F+R": str(runs["F+R"][1].predictions_path)},
+        train_logs={m: str(runs[m][0].out_dir / "train_log.jsonl") for m, _ in METHODS},
+        probabilities=probs, frames_dir=os.path.join(demo.data_dir, "frames"),
+        max_videos=demo.report_videos,
+        title=f"fdperf demo: {demo.videos} synthetic dives, seed {demo.seed}, {demo.epochs} epochs"
+              + ("" if demo.weights else ", random-init I3D"),
+        progress=demo.progress)
+
+
+def summarise(demo: DemoSettings, ann, results: dict, baseline: dict, report_index: str) -> dict:
+    """demo_summary.json: settings, both methods' test metrics, the exemplars-only baseline and
+    the seconds per stage; returns what it wrote."""
     keep = ("rho", "rl2", "l2", "aiou50", "aiou75", "num_videos")
     summary = {
-        "videos": videos, "epochs": epochs, "seed": seed, "device": str(dev),
-        "i3d": weights or "random-init (He normal, seed %d)" % seed,
+        "videos": demo.videos, "epochs": demo.epochs, "seed": demo.seed, "device": str(demo.device),
+        "i3d": demo.weights or "random-init (He normal, seed %d)" % demo.seed,
         "num_test": len(ann.test_keys), "num_train": len(ann.train_keys),
         "metrics": {m: {k: results[m].get(k) for k in keep} for m in results},
         "exemplars_only": baseline,
         "rho_target": RHO_TARGET, "tsa_reaches_target": bool(results["TSA"]["rho"] >= RHO_TARGET),
-        "seconds": timings, "report": rep.index, "out": os.path.abspath(out),
+        "seconds": demo.timings, "report": report_index, "out": os.path.abspath(demo.out),
     }
-    with open(os.path.join(out, "demo_summary.json"), "w") as f:
+    with open(os.path.join(demo.out, "demo_summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
+    return summary
 
-    _say(f"\nTest split: {len(ann.test_keys)} videos (last-epoch checkpoints, {epochs} epochs, "
+
+def print_results(demo: DemoSettings, summary: dict, results: dict, baseline: dict) -> None:
+    _say(f"\nTest split: {summary['num_test']} videos (last-epoch checkpoints, {demo.epochs} epochs, "
          f"10 exemplars of the same dive number)\n")
     _say(metrics_table({**results, "exemplars only (delta 0)": baseline}))
     verdict = "reached" if summary["tsa_reaches_target"] else "NOT reached"
     _say(f"\nlearnability check: TSA rho {results['TSA']['rho']:.3f} (target >= {RHO_TARGET}: {verdict})")
-    _say("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
-    _say(f"\nreport: {rep.index}\noutput folder: {os.path.abspath(out)}")
+    _say("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in demo.timings.items()))
+    _say(f"\nreport: {summary['report']}\noutput folder: {summary['out']}")
+
+
+def run_demo(out: str = "runs/demo", videos: int = 120, epochs: int | None = None,
+             device: str = "auto", weights: str | None = None, seed: int = 0,
+             progress: bool = True, report_videos: int | None = None) -> dict:
+    """Runs every stage; returns the summary written to demo_summary.json."""
+    from ..data import load_annotations
+    from ..device import resolve_device
+    dev = resolve_device(device)
+    epochs = check_options(videos, epochs, weights, dev)
+    demo = DemoSettings(out, videos, epochs, dev, weights, seed, progress, report_videos)
+    os.makedirs(out, exist_ok=True)
+    t_all = time.perf_counter()
+    _say(f"fdperf demo: {videos} synthetic dives, {epochs} epochs, device {dev}, output {out}")
+    with _stage("generate", demo.timings):
+        generated, ann_dir = prepare_dataset(demo.data_dir, videos, seed, progress)
+    ann = load_annotations(ann_dir)
+    with _stage("extract", demo.timings):
+        extract_stage(demo, ann.keys(), generated)
+    runs = {method: train_and_vote(demo, ann, method, sub) for method, sub in METHODS}
+    results = {method: ev.metrics for method, (_, ev) in runs.items()}
+    baseline = exemplars_only(runs["TSA"][1].predictions_path)
+    with _stage("report", demo.timings):
+        rep = report_stage(demo, ann, runs)
+    demo.timings["total"] = time.perf_counter() - t_all
+    summary = summarise(demo, ann, results, baseline, rep.index)
+    print_results(demo, summary, results, baseline)
     return summary

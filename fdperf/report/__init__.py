@@ -1,10 +1,10 @@
 """The visual report of a voting run: one PNG per test video, a summary PNG and a static index.html.
 
-Input is the per-test-video predictions CSV that `fdperf.vote.evaluate` writes (columns in
+Input is the per-test-video predictions CSV that `fdperf.evaluate` writes (columns in
 the README section Per-test-video predictions CSV), read by column name. Optional inputs add to the pictures:
 - transition probabilities (PSNet's curves): an .npz with one [96, L] array per key
   ("event/index"), or columns `prob_t1..prob_tL` (96 `;`-separated values) in the CSV;
-- training logs (`train_log.jsonl` of `fdperf.training.train`): the summary's training curves;
+- training logs (`train_log.jsonl` of `fdperf.train`): the summary's training curves;
 - other methods' predictions CSVs: drawn beside the main one in the summary scatter;
 - the frames folder (`<frames>/<event>/<index>/*.jpg`): a strip of frames along each timeline.
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import html
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -57,9 +58,12 @@ class VideoRow:
 
 def _float(value, where):
     try:
-        return float(value)
+        x = float(value)
     except (TypeError, ValueError):
         raise ReportError(f"{where}: not a number: {value!r}") from None
+    if not math.isfinite(x):  # a NaN would reach the plots and fail there, after videos/ exists
+        raise ReportError(f"{where}: not a finite number: {value!r}")
+    return x
 
 
 def _floats(cell, where):
@@ -73,8 +77,56 @@ def _numbered(columns, prefix, suffix=""):
     return [c for _, c in found]
 
 
+@dataclass(frozen=True)
+class _Columns:
+    """The numbered columns a predictions CSV has (transitions, per-step deltas, probabilities)."""
+    true_t: list
+    pred_t: list
+    steps: list
+    probs: list
+
+    @classmethod
+    def of(cls, columns):
+        return cls(_numbered(columns, "true_t"), _numbered(columns, "pred_t"),
+                   _numbered(columns, "step", "_deltas"), _numbered(columns, "prob_t"))
+
+
+def _read_row(rec: dict, cols: _Columns, where: str) -> VideoRow:
+    """One CSV record as a VideoRow; `where` is "file, line n" (the column is added)."""
+    def num(c):
+        return _float(rec[c], f"{where}, column {c}")
+
+    def nums(c):
+        return _floats(rec.get(c), f"{where}, column {c}")
+    row = VideoRow(key=rec["key"], true_score=num("true_score"), pred_score=num("pred_score"),
+                   dive_number=rec.get("dive_number") or "")
+    if rec.get("difficulty"):
+        row.difficulty = num("difficulty")
+    row.true_t = [int(num(c)) for c in cols.true_t if rec.get(c)]
+    row.pred_t = [int(num(c)) for c in cols.pred_t if rec.get(c)]
+    if rec.get("tiou"):
+        row.tiou = num("tiou")
+    row.exemplar_keys = [k for k in (rec.get("exemplar_keys") or "").split(";") if k]
+    row.exemplar_scores = nums("exemplar_scores")
+    row.deltas = nums("deltas")
+    row.step_deltas = [nums(c) for c in cols.steps]
+    if not any(row.step_deltas):
+        row.step_deltas = []
+    lengths = {len(row.exemplar_keys), len(row.exemplar_scores), len(row.deltas),
+               *(len(s) for s in row.step_deltas)} - {0}
+    if len(lengths) > 1:
+        raise ReportError(f"{where}: exemplar lists of different lengths {sorted(lengths)}")
+    probs = [nums(c) for c in cols.probs]
+    if any(probs):
+        if any(len(p) != NUM_FRAMES for p in probs):
+            raise ReportError(f"{where}: prob_t columns need {NUM_FRAMES} values each")
+        row.probs = np.asarray(probs, dtype=np.float64).T
+    return row
+
+
 def read_predictions(path) -> list[VideoRow]:
-    """Reads a predictions CSV by column name; fails naming the missing columns."""
+    """Reads a predictions CSV by column name; fails naming the missing columns, or the line and
+    column of a value that is not a finite number."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ReportError(f"predictions file not found: {path}")
@@ -85,38 +137,9 @@ def read_predictions(path) -> list[VideoRow]:
         if missing:
             raise ReportError(
                 f"{path}: missing column(s) {', '.join(missing)} (has: {', '.join(columns) or 'none'}); "
-                "expected the predictions CSV of fdperf.vote.evaluate (the README section Per-test-video predictions CSV)")
-        true_cols, pred_cols = _numbered(columns, "true_t"), _numbered(columns, "pred_t")
-        step_cols = _numbered(columns, "step", "_deltas")
-        prob_cols = _numbered(columns, "prob_t")
-        rows = []
-        for n, rec in enumerate(reader, start=2):
-            where = f"{path}, line {n}"
-            row = VideoRow(key=rec["key"], true_score=_float(rec["true_score"], where),
-                           pred_score=_float(rec["pred_score"], where),
-                           dive_number=rec.get("dive_number") or "")
-            if rec.get("difficulty"):
-                row.difficulty = _float(rec["difficulty"], where)
-            row.true_t = [int(_float(rec[c], where)) for c in true_cols if rec.get(c)]
-            row.pred_t = [int(_float(rec[c], where)) for c in pred_cols if rec.get(c)]
-            if rec.get("tiou"):
-                row.tiou = _float(rec["tiou"], where)
-            row.exemplar_keys = [k for k in (rec.get("exemplar_keys") or "").split(";") if k]
-            row.exemplar_scores = _floats(rec.get("exemplar_scores"), where)
-            row.deltas = _floats(rec.get("deltas"), where)
-            row.step_deltas = [_floats(rec.get(c), where) for c in step_cols]
-            if not any(row.step_deltas):
-                row.step_deltas = []
-            lengths = {len(row.exemplar_keys), len(row.exemplar_scores), len(row.deltas),
-                       *(len(s) for s in row.step_deltas)} - {0}
-            if len(lengths) > 1:
-                raise ReportError(f"{where}: exemplar lists of different lengths {sorted(lengths)}")
-            probs = [_floats(rec.get(c), where) for c in prob_cols]
-            if any(probs):
-                if any(len(p) != NUM_FRAMES for p in probs):
-                    raise ReportError(f"{where}: prob_t columns need {NUM_FRAMES} values each")
-                row.probs = np.asarray(probs, dtype=np.float64).T
-            rows.append(row)
+                "expected the predictions CSV of fdperf.evaluate (the README section Per-test-video predictions CSV)")
+        cols = _Columns.of(columns)
+        rows = [_read_row(rec, cols, f"{path}, line {n}") for n, rec in enumerate(reader, start=2)]
     if not rows:
         raise ReportError(f"{path}: no rows")
     return rows
@@ -199,45 +222,37 @@ def _step_bar(ax, bounds, y, label, height):
     ax.text(-1, y, label, ha="right", va="center", fontsize=9)
 
 
-def render_video(row: VideoRow, path, frames_dir=None, method: str = "") -> str:
-    """One test video's PNG: timeline with transitions and probabilities, step deltas per
-    exemplar, the exemplars' votes against the true score."""
-    strip = _frame_strip(frames_dir, row.key) if frames_dir else None
-    fig = plt.figure(figsize=VIDEO_SIZE, dpi=VIDEO_DPI)
-    grid = fig.add_gridspec(3, 2, height_ratios=[1.25, 1.2, 1.4], hspace=0.45, wspace=0.22,
-                            left=0.08, right=0.98, top=0.9, bottom=0.08)
+def video_title(row: VideoRow, method: str = "") -> str:
     title = f"{row.key}   dive {row.dive_number}" + (f" (DD {row.difficulty:g})" if row.difficulty else "")
-    fig.suptitle(f"{title}   true {row.true_score:.2f}   predicted {row.pred_score:.2f}"
-                 + (f"   [{method}]" if method else ""), fontsize=12)
+    return (f"{title}   true {row.true_score:.2f}   predicted {row.pred_score:.2f}"
+            + (f"   [{method}]" if method else ""))
 
-    ax = fig.add_subplot(grid[0, :])
-    if strip is not None:
-        picks, tiles = strip
-        ax.imshow(np.concatenate(tiles, axis=1))
-        ax.set_xticks([(i + 0.5) * tiles[0].shape[1] for i in range(len(picks))],
-                      [f"frame {p}" for p in picks], fontsize=7)
-        ax.set_yticks([])
-    else:
+
+def draw_frame_strip(ax, strip) -> None:
+    """Panel: frames sampled along the video (or a note that no frames folder was given)."""
+    if strip is None:
         ax.axis("off")
         ax.text(0.5, 0.5, "frames not given (--frames)", ha="center", va="center", color="grey")
+        return
+    picks, tiles = strip
+    ax.imshow(np.concatenate(tiles, axis=1))
+    ax.set_xticks([(i + 0.5) * tiles[0].shape[1] for i in range(len(picks))],
+                  [f"frame {p}" for p in picks], fontsize=7)
+    ax.set_yticks([])
 
-    ax = fig.add_subplot(grid[1, :])
-    bars = []
-    if row.true_t:
-        bars.append((row.true_t, "true"))
-    if row.pred_t:
-        bars.append((row.pred_t, "predicted"))
-    # Probabilities on their own scale (PSNet's peaks are often far below 1), step bars above.
-    top = max(0.05, 1.1 * float(row.probs.max())) if row.probs is not None else 1.0
-    for i, (b, label) in enumerate(bars):
-        _step_bar(ax, b, top * (1.22 + 0.32 * i), label, 0.26 * top)
-    if row.probs is not None:
-        for k in range(row.probs.shape[1]):
-            ax.plot(np.arange(NUM_FRAMES), row.probs[:, k], color=STEP_COLOURS[(k + 1) % 5], lw=1.5,
-                    label=f"P(transition {k + 1}) (left axis)")
-    else:
+
+def draw_transition_probabilities(ax, probs) -> None:
+    """PSNet's per-frame transition probabilities [96, L] as one curve per transition."""
+    if probs is None:
         ax.text(48, 0.5, "no transition probabilities for this method", ha="center", color="grey")
-    ax.axhline(top * 1.05, color="grey", lw=0.5)
+        return
+    for k in range(probs.shape[1]):
+        ax.plot(np.arange(NUM_FRAMES), probs[:, k], color=STEP_COLOURS[(k + 1) % 5], lw=1.5,
+                label=f"P(transition {k + 1}) (left axis)")
+
+
+def draw_transitions(ax, row: VideoRow) -> None:
+    """True (solid) and predicted (dashed) transitions as vertical lines, with legend entries."""
     for t in row.true_t:
         ax.axvline(t, color="black", lw=1.5)
     for t in row.pred_t:
@@ -245,6 +260,18 @@ def render_video(row: VideoRow, path, frames_dir=None, method: str = "") -> str:
     ax.plot([], [], color="black", lw=1.5, label="true transition")
     if row.pred_t:
         ax.plot([], [], color="crimson", lw=1.5, ls="--", label="predicted transition")
+
+
+def draw_timeline(ax, row: VideoRow) -> None:
+    """Panel: true and predicted steps as bars above PSNet's transition probabilities."""
+    bars = [(b, label) for b, label in ((row.true_t, "true"), (row.pred_t, "predicted")) if b]
+    # Probabilities on their own scale (PSNet's peaks are often far below 1), step bars above.
+    top = max(0.05, 1.1 * float(row.probs.max())) if row.probs is not None else 1.0
+    for i, (b, label) in enumerate(bars):
+        _step_bar(ax, b, top * (1.22 + 0.32 * i), label, 0.26 * top)
+    draw_transition_probabilities(ax, row.probs)
+    ax.axhline(top * 1.05, color="grey", lw=0.5)
+    draw_transitions(ax, row)
     ax.set_xlim(0, NUM_FRAMES)
     ax.set_ylim(0, top * (1.1 + 0.32 * max(len(bars), 1)))
     ax.set_yticks([0, top / 2.2, top / 1.1], [f"{v:.2g}" for v in (0, top / 2.2, top / 1.1)])
@@ -253,7 +280,9 @@ def render_video(row: VideoRow, path, frames_dir=None, method: str = "") -> str:
               title="timeline" + (f" (tIoU {row.tiou:.2f})" if row.tiou is not None else ""),
               title_fontsize=9)
 
-    ax = fig.add_subplot(grid[2, 0])
+
+def draw_step_deltas(ax, row: VideoRow) -> None:
+    """Panel: per exemplar, the relative score of each step (bars) and their mean (diamond)."""
     m = len(row.deltas)
     if m:
         x = np.arange(m)
@@ -270,7 +299,10 @@ def render_video(row: VideoRow, path, frames_dir=None, method: str = "") -> str:
         ax.text(0.5, 0.5, "no exemplar deltas", ha="center", transform=ax.transAxes, color="grey")
     ax.set_title("relative score, query minus exemplar", fontsize=10)
 
-    ax = fig.add_subplot(grid[2, 1])
+
+def draw_votes(ax, row: VideoRow) -> None:
+    """Panel: each exemplar's score and vote (score + delta) against the true and predicted score."""
+    m = len(row.deltas)
     if m and len(row.exemplar_scores) == m:
         votes = np.asarray(row.exemplar_scores) + np.asarray(row.deltas)
         ax.scatter(np.arange(m), row.exemplar_scores, color="grey", label="exemplar score", s=18)
@@ -282,15 +314,27 @@ def render_video(row: VideoRow, path, frames_dir=None, method: str = "") -> str:
     ax.set_ylabel("score")
     ax.set_title("voting: predicted vs true score", fontsize=10)
     ax.legend(fontsize=7)
+
+
+def render_video(row: VideoRow, path, frames_dir=None, method: str = "") -> str:
+    """One test video's PNG: frame strip, timeline with transitions and probabilities, step
+    deltas per exemplar, the exemplars' votes against the true score."""
+    strip = _frame_strip(frames_dir, row.key) if frames_dir else None
+    fig = plt.figure(figsize=VIDEO_SIZE, dpi=VIDEO_DPI)
+    grid = fig.add_gridspec(3, 2, height_ratios=[1.25, 1.2, 1.4], hspace=0.45, wspace=0.22,
+                            left=0.08, right=0.98, top=0.9, bottom=0.08)
+    fig.suptitle(video_title(row, method), fontsize=12)
+    draw_frame_strip(fig.add_subplot(grid[0, :]), strip)
+    draw_timeline(fig.add_subplot(grid[1, :]), row)
+    draw_step_deltas(fig.add_subplot(grid[2, 0]), row)
+    draw_votes(fig.add_subplot(grid[2, 1]), row)
     fig.savefig(path, dpi=VIDEO_DPI)
     plt.close(fig)
     return os.fspath(path)
 
 
-def render_summary(methods: dict, logs: dict, path) -> str:
-    """Predicted vs true scores of every method, and the training curves."""
-    fig, (ax, ax_loss) = plt.subplots(1, 2, figsize=SUMMARY_SIZE, dpi=SUMMARY_DPI,
-                                      gridspec_kw={"left": 0.06, "right": 0.93, "wspace": 0.3})
+def draw_score_scatter(ax, methods: dict) -> None:
+    """Panel: predicted against true score of every method, with the diagonal."""
     lo, hi = np.inf, -np.inf
     for i, (name, rows) in enumerate(methods.items()):
         true = np.array([r.true_score for r in rows])
@@ -305,27 +349,39 @@ def render_summary(methods: dict, logs: dict, path) -> str:
     ax.set_ylabel("predicted score")
     ax.set_title(f"test split ({len(next(iter(methods.values())))} videos)")
     ax.legend(fontsize=8)
-    if logs:
-        ax_rho = ax_loss.twinx()
-        for i, (name, recs) in enumerate(logs.items()):
-            ep = [r["epoch"] + 1 for r in recs]
-            c = STEP_COLOURS[i % 5]
-            ax_loss.plot(ep, [r["loss"] for r in recs], color=c, lw=1.5, label=f"{name} loss")
-            test = [(r["epoch"] + 1, r["test"]["rho"]) for r in recs if "test" in r]
-            if test:
-                ax_rho.plot(*zip(*test), color=c, lw=1.2, ls="--", marker=".", label=f"{name} test rho")
-        ax_loss.set_yscale("log")
-        ax_loss.set_xlabel("epoch")
-        ax_loss.set_ylabel("training loss (log)")
-        ax_rho.set_ylabel("test rho (dashed)")
-        ax_rho.set_ylim(-0.2, 1.0)
-        h1, l1 = ax_loss.get_legend_handles_labels()
-        h2, l2 = ax_rho.get_legend_handles_labels()
-        ax_loss.legend(h1 + h2, l1 + l2, fontsize=8, loc="center right")
-        ax_loss.set_title("training curves")
-    else:
+
+
+def draw_training_curves(ax_loss, logs: dict) -> None:
+    """Panel: training loss (log scale, solid) and test rho (right axis, dashed) per epoch."""
+    if not logs:
         ax_loss.axis("off")
         ax_loss.text(0.5, 0.5, "no training log given", ha="center", color="grey")
+        return
+    ax_rho = ax_loss.twinx()
+    for i, (name, recs) in enumerate(logs.items()):
+        ep = [r["epoch"] + 1 for r in recs]
+        c = STEP_COLOURS[i % 5]
+        ax_loss.plot(ep, [r["loss"] for r in recs], color=c, lw=1.5, label=f"{name} loss")
+        test = [(r["epoch"] + 1, r["test"]["rho"]) for r in recs if "test" in r]
+        if test:
+            ax_rho.plot(*zip(*test), color=c, lw=1.2, ls="--", marker=".", label=f"{name} test rho")
+    ax_loss.set_yscale("log")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("training loss (log)")
+    ax_rho.set_ylabel("test rho (dashed)")
+    ax_rho.set_ylim(-0.2, 1.0)
+    h1, l1 = ax_loss.get_legend_handles_labels()
+    h2, l2 = ax_rho.get_legend_handles_labels()
+    ax_loss.legend(h1 + h2, l1 + l2, fontsize=8, loc="center right")
+    ax_loss.set_title("training curves")
+
+
+def render_summary(methods: dict, logs: dict, path) -> str:
+    """Predicted vs true scores of every method, and the training curves."""
+    fig, (ax, ax_loss) = plt.subplots(1, 2, figsize=SUMMARY_SIZE, dpi=SUMMARY_DPI,
+                                      gridspec_kw={"left": 0.06, "right": 0.93, "wspace": 0.3})
+    draw_score_scatter(ax, methods)
+    draw_training_curves(ax_loss, logs)
     fig.savefig(path, dpi=SUMMARY_DPI)
     plt.close(fig)
     return os.fspath(path)
@@ -335,23 +391,33 @@ def _fmt(v, digits=4):
     return "" if v is None else f"{v:.{digits}f}"
 
 
-def write_index(out_dir, methods: dict, main: str, summary_png: str, video_pngs: dict, title: str) -> str:
-    esc = html.escape
-    rows = methods[main]
-    metric_rows = []
+def _metric_rows(methods: dict) -> list[str]:
+    rows = []
     for name, rs in methods.items():
         m = split_metrics(rs)
-        metric_rows.append(f"<tr><td>{esc(name)}</td><td>{m['rho']:.4f}</td><td>{m['rl2']:.4f}</td>"
-                           f"<td>{_fmt(m.get('aiou50'), 2)}</td><td>{_fmt(m.get('aiou75'), 2)}</td>"
-                           f"<td>{m['num_videos']}</td></tr>")
-    video_rows = []
+        rows.append(f"<tr><td>{html.escape(name)}</td><td>{m['rho']:.4f}</td><td>{m['rl2']:.4f}</td>"
+                    f"<td>{_fmt(m.get('aiou50'), 2)}</td><td>{_fmt(m.get('aiou75'), 2)}</td>"
+                    f"<td>{m['num_videos']}</td></tr>")
+    return rows
+
+
+def _video_rows(rows: list, video_pngs: dict) -> list[str]:
+    esc = html.escape
+    out = []
     for r in rows:
         png = video_pngs.get(r.key)
         link = f'<a href="{esc(png)}">{esc(r.key)}</a>' if png else esc(r.key)
-        video_rows.append(
-            f"<tr><td>{link}</td><td>{esc(r.dive_number)}</td><td>{r.true_score:.2f}</td>"
-            f"<td>{r.pred_score:.2f}</td><td>{r.pred_score - r.true_score:+.2f}</td>"
-            f"<td>{_fmt(r.tiou, 2)}</td></tr>")
+        out.append(f"<tr><td>{link}</td><td>{esc(r.dive_number)}</td><td>{r.true_score:.2f}</td>"
+                   f"<td>{r.pred_score:.2f}</td><td>{r.pred_score - r.true_score:+.2f}</td>"
+                   f"<td>{_fmt(r.tiou, 2)}</td></tr>")
+    return out
+
+
+def write_index(out_dir, methods: dict, main: str, summary_png: str, video_pngs: dict, title: str) -> str:
+    """index.html: the metrics table, the summary picture and one linked row per test video."""
+    esc = html.escape
+    metric_rows = _metric_rows(methods)
+    video_rows = _video_rows(methods[main], video_pngs)
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1400px}}table{{border-collapse:collapse}}
@@ -384,6 +450,28 @@ class Report:
     videos: dict          # key -> PNG path
 
 
+def _attach_probabilities(rows: list, probabilities) -> None:
+    probs = probabilities if isinstance(probabilities, dict) else read_probabilities(probabilities)
+    for r in rows:
+        if r.key in probs:
+            r.probs = np.asarray(probs[r.key], dtype=np.float64)
+
+
+def _render_videos(rows: list, out_dir, frames_dir, method: str, progress: bool) -> dict:
+    """videos/<key>.png per row; returns key -> path relative to out_dir."""
+    os.makedirs(os.path.join(out_dir, "videos"), exist_ok=True)
+    iterator = rows
+    if progress:
+        from tqdm import tqdm
+        iterator = tqdm(rows, desc="report", unit="video", leave=False)
+    videos = {}
+    for r in iterator:
+        rel = os.path.join("videos", video_filename(r.key))
+        render_video(r, os.path.join(out_dir, rel), frames_dir, method)
+        videos[r.key] = rel
+    return videos
+
+
 def write_report(predictions, out_dir, *, method: str = "TSA", compare: dict | None = None,
                  train_logs: dict | None = None, probabilities=None, frames_dir=None,
                  max_videos: int | None = None, title: str = "fdperf report",
@@ -394,6 +482,7 @@ def write_report(predictions, out_dir, *, method: str = "TSA", compare: dict | N
     compare: {name: CSV path} of other methods, drawn in the summary and the metrics table;
     train_logs: {name: train_log.jsonl path}; probabilities: an .npz path or {key: [96, L]};
     frames_dir: the frames root, for the frame strips; max_videos: draw only the first N videos.
+    Every input is read and checked before anything is written.
     """
     rows = predictions if isinstance(predictions, list) else read_predictions(predictions)
     methods = {method: rows}
@@ -403,23 +492,12 @@ def write_report(predictions, out_dir, *, method: str = "TSA", compare: dict | N
         methods[name] = read_predictions(p)
     logs = {name: read_train_log(p) for name, p in (train_logs or {}).items()}
     if probabilities is not None:
-        probs = probabilities if isinstance(probabilities, dict) else read_probabilities(probabilities)
-        for r in rows:
-            if r.key in probs:
-                r.probs = np.asarray(probs[r.key], dtype=np.float64)
+        _attach_probabilities(rows, probabilities)
     if frames_dir is not None and not os.path.isdir(frames_dir):
         raise ReportError(f"frames folder not found: {frames_dir}")
-    os.makedirs(os.path.join(out_dir, "videos"), exist_ok=True)
+    os.makedirs(out_dir, exist_ok=True)
     summary = render_summary(methods, logs, os.path.join(out_dir, "summary.png"))
     chosen = rows if max_videos is None else rows[:max_videos]
-    videos = {}
-    iterator = chosen
-    if progress:
-        from tqdm import tqdm
-        iterator = tqdm(chosen, desc="report", unit="video", leave=False)
-    for r in iterator:
-        rel = os.path.join("videos", video_filename(r.key))
-        render_video(r, os.path.join(out_dir, rel), frames_dir, method)
-        videos[r.key] = rel
+    videos = _render_videos(chosen, out_dir, frames_dir, method, progress)
     index = write_index(out_dir, methods, method, "summary.png", videos, title)
     return Report(out_dir, index, summary, {k: os.path.join(out_dir, v) for k, v in videos.items()})

@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
               "the exemplars' votes against the true score), a summary PNG (predicted vs true "
               "scores, training curves) and an index.html linking them. Headless (matplotlib Agg).")
     p.add_argument("--predictions", required=True,
-                   help="predictions CSV written by fdperf.evaluate / fdperf.vote.evaluate")
+                   help="predictions CSV written by fdperf.evaluate")
     p.add_argument("--out", required=True, help="output folder (index.html, summary.png, videos/*.png)")
     p.add_argument("--method", default="TSA", help="name of the method behind --predictions (default TSA)")
     p.add_argument("--compare", action="append", metavar="NAME=CSV",

@@ -9,12 +9,11 @@ step by step can read the score off the features.
 from __future__ import annotations
 
 import os
-import pickle
 
 import h5py
 import numpy as np
 
-from ..data import Annotations, Sample
+from ..data import Annotations, Sample, write_annotations
 
 STEP_TYPES = (1, 13, 36)       # Forward, 1.5 Soms.Pike, Entry (FineDiving's type ids)
 WEIGHTS = np.array([1.0, -1.0, 1.0])
@@ -74,27 +73,7 @@ def make_synthetic_features(out_dir, n_train: int = 96, n_test: int = 48, seed: 
         f.attrs.update({"format": 1, "complete": True, "backbone": "synthetic",
                         "weights_sha256": "random-init", "num_snippets": 9, "views": views})
     folder = os.path.join(out_dir, "Annotations")
-    _write_annotation_files(folder, samples, keys[:n_train], keys[n_train:])
-    ann = Annotations(samples, keys[:n_train], keys[n_train:], {t: str(t) for t in STEP_TYPES},
-                      folder=folder)
+    types = {t: str(t) for t in STEP_TYPES}
+    write_annotations(folder, samples.values(), keys[:n_train], keys[n_train:], types)
+    ann = Annotations(samples, keys[:n_train], keys[n_train:], types, folder=folder)
     return path, ann
-
-
-def _write_annotation_files(folder, samples: dict, train: list, test: list):
-    """The six FineDiving pickles (same schema and types as the published files)."""
-    os.makedirs(folder, exist_ok=True)
-    aqa, fine, coarse = {}, {}, {}
-    for key, s in samples.items():
-        aqa[key] = [s.dive_number, s.score, s.difficulty, s.transit_frames, s.frame_labels]
-        fine[key] = {"action_type": s.dive_number, "dive_score": s.score, "difficulty": s.difficulty,
-                     "steps_transit_frames": s.transit_frames, "frames_labels": s.frame_labels,
-                     "sub-action_types": dict(s.sub_action_names)}
-        coarse[key] = {"action_type": s.dive_number, "start_frame": 0, "end_frame": s.num_frames,
-                       "dive_score": s.score, "difficulty": s.difficulty, "judge_scores": None}
-    files = {"fine-grained_annotation_aqa.pkl": aqa, "FineDiving_fine-grained_annotation.pkl": fine,
-             "FineDiving_coarse_annotation.pkl": coarse,
-             "Sub_action_Types_Table.pkl": {t: str(t) for t in STEP_TYPES},
-             "train_split.pkl": list(train), "test_split.pkl": list(test)}
-    for name, obj in files.items():
-        with open(os.path.join(folder, name), "wb") as f:
-            pickle.dump(obj, f, protocol=3)

@@ -13,14 +13,14 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
-import pickle
-import pickletools
 import shutil
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
+from ..data.writer import AnnotationRecord
+from ..data.writer import write_annotations as write_finediving_annotations
 from ..version import __version__
 from .dives import CATALOGUE, SUB_ACTION_TYPES, DiveKind, dive_score, judge_awards
 from .render import DivePlan, DiveRenderer
@@ -115,58 +115,25 @@ def split_dives(dives: list, seed: int = 0, test_share: float = 0.25) -> tuple:
     return train_keys, test_keys
 
 
-def _finediving_pickle(obj) -> bytes:
-    """Protocol-3 pickle naming numpy's reconstructors under `numpy.core`, as the published files do
-    (numpy 2 writes `numpy._core`, which numpy 1 cannot read)."""
-    data = pickle.dumps(obj, protocol=3)
-    out, last = [], 0
-    for op, arg, pos in pickletools.genops(data):
-        if op.name == "GLOBAL" and arg.startswith("numpy._core.multiarray "):
-            end = data.index(b"\n", data.index(b"\n", pos) + 1) + 1
-            module, name = arg.replace("numpy._core.", "numpy.core.", 1).split(" ")
-            out += [data[last:pos], f"c{module}\n{name}\n".encode()]
-            last = end
-    out.append(data[last:])
-    return b"".join(out)
+def dive_records(dives: list) -> list:
+    """The annotation records of `dives`; the dives of an event follow each other in one notional
+    untrimmed broadcast (the coarse file's start frames), 1500 frames apart."""
+    records, start = [], {}
+    for d in dives:
+        kind, labels = d.plan.kind, d.frame_labels
+        first = start.get(d.key[0], 250)
+        records.append(AnnotationRecord(
+            key=d.key, dive_number=kind.dive_number, score=float(d.score),
+            difficulty=float(kind.difficulty), frame_labels=labels,
+            sub_action_names={t: SUB_ACTION_TYPES[t] for t in kind.step_types()},
+            judge_scores=[float(a) for a in d.awards], start_frame=int(first)))
+        start[d.key[0]] = first + len(labels) + 1500
+    return records
 
 
 def write_annotations(folder: str, dives: list, train_keys: list, test_keys: list) -> None:
-    """The six FineDiving annotation files for `dives`."""
-    os.makedirs(folder, exist_ok=True)
-    aqa, fine, coarse = {}, {}, {}
-    start = {}
-    for d in dives:
-        kind = d.plan.kind
-        labels = d.frame_labels
-        transit = np.flatnonzero(labels[1:] != labels[:-1]).astype(np.int64)
-        aqa[d.key] = [kind.dive_number, float(d.score), float(kind.difficulty), transit, labels]
-        fine[d.key] = {
-            "action_type": kind.dive_number, "dive_score": float(d.score),
-            "difficulty": float(kind.difficulty), "steps_transit_frames": transit,
-            "frames_labels": labels,
-            "sub-action_types": {np.int64(t): SUB_ACTION_TYPES[t] for t in kind.step_types()},
-        }
-        # Dives of an event follow each other in one notional untrimmed broadcast.
-        first = start.get(d.key[0], 250)
-        coarse[d.key] = {
-            "action_type": kind.dive_number, "start_frame": int(first),
-            "end_frame": int(first + len(labels) - 1), "dive_score": float(d.score),
-            "difficulty": float(kind.difficulty), "judge_scores": [float(a) for a in d.awards],
-        }
-        start[d.key[0]] = first + len(labels) + 1500
-    files = {
-        "fine-grained_annotation_aqa.pkl": aqa,
-        "FineDiving_fine-grained_annotation.pkl": fine,
-        "FineDiving_coarse_annotation.pkl": coarse,
-        "Sub_action_Types_Table.pkl": dict(SUB_ACTION_TYPES),
-        "train_split.pkl": list(train_keys),
-        "test_split.pkl": list(test_keys),
-    }
-    for name, obj in files.items():
-        tmp = os.path.join(folder, name + ".tmp")
-        with open(tmp, "wb") as f:
-            f.write(_finediving_pickle(obj))
-        os.replace(tmp, os.path.join(folder, name))
+    """The six FineDiving annotation files for `dives` (through `fdperf.data.write_annotations`)."""
+    write_finediving_annotations(folder, dive_records(dives), train_keys, test_keys, SUB_ACTION_TYPES)
 
 
 def write_frames(frames_dir: str, dive: SyntheticDive, quality: int = 90) -> int:
