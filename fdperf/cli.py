@@ -37,10 +37,17 @@ CONFIG_OPTIONS = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with a usage error on one line (exit status 2), like every other fdperf error."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def parser(prog: str, description: str, epilog: str | None = None) -> argparse.ArgumentParser:
     """An argparse parser with fdperf's common `--debug` flag."""
-    p = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog=prog, description=description, epilog=epilog,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     return p
 

@@ -5,7 +5,6 @@ CPU kernel path (AVX2+FMA or baseline), DALI and its GPU decoders, PyAV, nvcc an
 """
 from __future__ import annotations
 
-import argparse
 import importlib
 import os
 import platform
@@ -124,7 +123,9 @@ def collect() -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="fdperf env", description=__doc__.splitlines()[0])
+    from .cli import parser
+
+    p = parser("fdperf env", __doc__.splitlines()[0])
     p.add_argument("--json", action="store_true", help="print JSON instead of aligned text")
     args = p.parse_args(argv)
     info = collect()

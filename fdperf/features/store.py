@@ -240,8 +240,8 @@ class FeatureStoreWriter:
     """
 
     def __init__(self, path: str | os.PathLike, keys: Sequence[Key | str], *, attrs: dict,
-                 num_snippets: int = 9, views: int = 1, overwrite: bool = False,
-                 lock: StoreLock | None = None):
+                 num_snippets: int = 9, views: int = 1, map_size: int = MAP_SIZE,
+                 overwrite: bool = False, lock: StoreLock | None = None):
         if views < 1 or num_snippets < 1:
             raise ValueError(f"views ({views}) and num_snippets ({num_snippets}) must be >= 1")
         self.path = os.fspath(path)
@@ -258,7 +258,7 @@ class FeatureStoreWriter:
             if self.resumed:
                 self._file = self._open_existing(attrs)
             else:
-                self._file = self._create(attrs, num_snippets, views)
+                self._file = self._create(attrs, num_snippets, views, map_size)
             self._done = self._file["done"][...].astype(bool)
             # Stores written before the warnings dataset existed resume without it.
             self._warnings = self._file["warnings"] if "warnings" in self._file else None
@@ -268,12 +268,12 @@ class FeatureStoreWriter:
             self._lock.release()
             raise
 
-    def _create(self, attrs: dict, num_snippets: int, views: int) -> h5py.File:
+    def _create(self, attrs: dict, num_snippets: int, views: int, map_size: int) -> h5py.File:
         # Written under a temporary name and renamed: a crash during creation leaves no file
         # that a rerun would try to resume.
         tmp = self.path + ".creating"
         n = len(self.key_strs)
-        feat_shape, map_shape = _row_shapes(num_snippets, views)
+        feat_shape, map_shape = _row_shapes(num_snippets, views, map_size)
         try:
             self._fill_new(tmp, attrs, n, feat_shape, map_shape)
         except BaseException:
