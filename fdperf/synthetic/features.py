@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 
-import h5py
 import numpy as np
 
 from ..data import Annotations, Sample, write_annotations
+from ..features.store import FeatureStoreWriter
 
 STEP_TYPES = (1, 13, 36)       # Forward, 1.5 Soms.Pike, Entry (FineDiving's type ids)
 WEIGHTS = np.array([1.0, -1.0, 1.0])
@@ -27,8 +27,9 @@ def _snippet_steps(t1: int, t2: int, snippets: int = 9) -> np.ndarray:
 def make_synthetic_features(out_dir, n_train: int = 96, n_test: int = 48, seed: int = 0,
                             map_size: int = 1, dive_numbers: int = 4, noise: float = 0.3,
                             pattern_scale: float = 1.0, views: int = 1):
-    """Writes `features.h5` (fdperf store layout) and `Annotations/` (the six FineDiving files,
-    readable by `fdperf.data.load_annotations`) into `out_dir`; returns (store path, Annotations).
+    """Writes `features.h5` (through fdperf's FeatureStoreWriter) and `Annotations/` (the six
+    FineDiving files, through fdperf's annotations writer) into `out_dir`; returns (store path,
+    Annotations).
 
     `map_size` is the spatial size of the feature maps (the real store has 4; 1 keeps CPU
     tests fast). `pattern_scale` sets how visible the steps (hence the transitions) are. Train
@@ -65,13 +66,10 @@ def make_synthetic_features(out_dir, n_train: int = 96, n_test: int = 48, seed: 
             (n, views) + maps.shape[1:]).astype(np.float32)
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, "features.h5")
-    with h5py.File(path, "w") as f:
-        f.create_dataset("keys", data=[f"{e}/{i}" for e, i in keys], dtype=h5py.string_dtype("utf-8"))
-        f.create_dataset("features", data=feats)
-        f.create_dataset("feature_maps", data=maps.astype(np.float16))
-        f.create_dataset("done", data=np.ones(n, bool))
-        f.attrs.update({"format": 1, "complete": True, "backbone": "synthetic",
-                        "weights_sha256": "random-init", "num_snippets": 9, "views": views})
+    with FeatureStoreWriter(path, keys, attrs={"backbone": "synthetic", "weights_sha256": "random-init"},
+                            views=views, map_size=map_size, overwrite=True) as store:
+        store.write(np.arange(n), feats, maps)
+        store.finish()
     folder = os.path.join(out_dir, "Annotations")
     types = {t: str(t) for t in STEP_TYPES}
     write_annotations(folder, samples.values(), keys[:n_train], keys[n_train:], types)
