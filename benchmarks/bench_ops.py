@@ -38,7 +38,7 @@ def run(benchmark, fn, rounds):
 def training_features(requires_grad):
     gen = torch.Generator().manual_seed(0)
     B, C, T = 16, 64, 96
-    # PSNet's feature-map output [B, T, C, 4, 4] seen as [B, C, T, 4, 4] (DESIGN §2).
+    # PSNet's feature-map output [B, T, C, 4, 4] seen as [B, C, T, 4, 4] (docs/design.md §5).
     x = torch.randn(B, T, C, 4, 4, generator=gen).transpose(1, 2).to(DEVICE)
     cuts = torch.stack([torch.randperm(94, generator=gen)[:2].sort().values + 1 for _ in range(B)])
     return x.requires_grad_(requires_grad), cuts.to(DEVICE)

@@ -1,4 +1,4 @@
-"""AQA metrics as the TSA reference computes them (DESIGN §2).
+"""AQA metrics as the TSA reference computes them (docs/design.md §7).
 
 Inputs are array-likes (lists, numpy arrays or tensors); results are Python floats.
 """

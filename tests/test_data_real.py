@@ -20,7 +20,7 @@ def test_counts_and_split(ann):
 
 
 def _independent_transitions(frame_labels):
-    # Written from DESIGN §2 without fdperf's helpers: sample 96 frames, list the types in order
+    # Written from docs/design.md §2 without fdperf's helpers: sample 96 frames, list the types in order
     # of first appearance, take the first index of each, keep [t[1], t[-1]].
     n = len(frame_labels)
     sampled = [frame_labels[int(i)] for i in np.linspace(0, n - 1, 96).astype(int)]

@@ -92,7 +92,7 @@ def test_opcheck(spec, tokens):
 
 
 def test_tokens_layout_is_time_major():
-    # token = t * prod(S) + s inside a step, channels last (DESIGN §2 feature-map path).
+    # token = t * prod(S) + s inside a step, channels last (docs/design.md §5, feature-map path).
     x, bounds, points = sample((2, 3, 12, (2, 2), 2, 5, "contiguous"), torch.float64)
     frames = segment_resample(x, bounds, points)  # [B, C, 15, 2, 2]
     tokens = segment_resample(x, bounds, points, tokens=True)  # [B, 3, 20, C]

@@ -1,4 +1,4 @@
-"""Frame sampling and transition labels (DESIGN §2)."""
+"""Frame sampling and transition labels (docs/design.md §2)."""
 import numpy as np
 import pytest
 

@@ -60,7 +60,7 @@ def test_h264_goes_through_pyav(clips):
     idx = np.array([39, 0, 7, 7])
     frames = torch.from_numpy(decode_frames(clips["h264"], idx))
     assert _frame_ids(frames) == idx.tolist()
-    # DALI cannot decode H.264 on the CPU (DESIGN §5): a per-video error, not a crash.
+    # DALI cannot decode H.264 on the CPU (docs/design.md §10): a per-video error, not a crash.
     out = DaliVideoDecoder("cpu").decode([(np.fromfile(clips["h264"], np.uint8), idx)])
     assert isinstance(out[0], DecodeError)
 

@@ -38,7 +38,7 @@ def test_index_table_is_pils(hw):
 
 
 def test_table_is_not_the_naive_formula():
-    # DESIGN §5: one of the 200 rows differs from floor((i + 0.5) * in / out) at 256 -> 200.
+    # docs/design.md §3: one of the 200 rows differs from floor((i + 0.5) * in / out) at 256 -> 200.
     rows, _ = pil_nearest_tables((256, 455), (200, 112))
     naive = np.floor((np.arange(200) + 0.5) * 256 / 200).astype(int)
     assert (rows != naive).sum() == 1
@@ -55,7 +55,7 @@ def test_dali_pipeline_frames_equal_pil_on_the_same_decoded_image():
     for t in range(3):
         decoded = Image.fromarray(frames[t].numpy())
         assert torch.equal(clip[:, t], _reference_frame(decoded)), t
-        # DALI's CPU JPEG decode is PIL's, bit for bit, on these baseline JPEGs (DESIGN §5).
+        # DALI's CPU JPEG decode is PIL's, bit for bit, on these baseline JPEGs (docs/design.md §10).
         assert np.array_equal(np.asarray(Image.open(io.BytesIO(jpegs[t])).convert("RGB")), frames[t].numpy())
 
 

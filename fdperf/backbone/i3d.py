@@ -1,4 +1,4 @@
-"""I3D (Inception-v1 inflated to 3D) in the `model_rgb.pth` state-dict layout (DESIGN §2).
+"""I3D (Inception-v1 inflated to 3D) in the `model_rgb.pth` state-dict layout (docs/design.md §4).
 
 Module names follow that file (`conv3d_1a_7x7.conv3d.weight`, `mixed_4f.branch_1.1.batch3d.
 running_var`, ..., `conv3d_0c_1x1.conv3d.bias` for the Kinetics logits), so the published

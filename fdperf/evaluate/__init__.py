@@ -4,7 +4,7 @@ Every video is encoded once (PSNet, transitions, step tokens): test videos as qu
 training videos that serve as exemplars as memories. All (query, exemplar) pairs are then decoded
 in batched launches through `step_attention`'s index, which points each pair at its exemplar's
 cached tokens instead of copying them. Score of a query = mean over its exemplars j of
-`y_j + delta_j` (DESIGN §2).
+`y_j + delta_j` (docs/design.md §7).
 
 `evaluate` refuses a store of another identity than the checkpoint's training store (unless
 `allow_store_mismatch`), NaN/inf features and non-finite votes; predictions.csv has the columns

@@ -23,7 +23,7 @@ def _window_argmax_fake(probs, window, min_index=1):
 
 
 def window_argmax(probs: torch.Tensor, window: int | None = None, min_index: int = 1) -> torch.Tensor:
-    """Predicted transitions from transition probabilities `probs` [B, T, K] (DESIGN §2).
+    """Predicted transitions from transition probabilities `probs` [B, T, K] (docs/design.md §5).
 
     t_k = argmax(probs[:, window*k : window*(k+1), k]) + window*k, raised to `min_index`
     (the reference turns a 0 into 1 so that the first segment is never empty). `window`

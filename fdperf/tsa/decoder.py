@@ -1,4 +1,4 @@
-"""TSA's procedure-aware cross-attention decoder (DESIGN §2) on `fdperf.ops.step_attention`.
+"""TSA's procedure-aware cross-attention decoder (docs/design.md §5) on `fdperf.ops.step_attention`.
 
 Three pre-norm blocks: q = q + proj(attn(LN_q(q), LN_v(v))); q = q + MLP(LN_2(q)). Every step
 attends only to the same step of the exemplar, and all steps, heads and pairs go through one

@@ -1,4 +1,4 @@
-"""The TSA head on cached I3D features (DESIGN §2) and the interface every method shares.
+"""The TSA head on cached I3D features (docs/design.md §5) and the interface every method shares.
 
 A method encodes each video once (`encode`: PSNet, transitions, step tokens) and then scores
 any list of (query, exemplar) pairs from those caches (`step_deltas`), so training decodes a

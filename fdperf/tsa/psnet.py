@@ -1,4 +1,4 @@
-"""PSNet, TSA's procedure-segmentation network (DESIGN §2).
+"""PSNet, TSA's procedure-segmentation network (docs/design.md §5).
 
 Module names follow the reference implementation so that its state dicts load unchanged:
 `inc.conv.conv.{0,1,3,4}`, `down{1..4}.mpconv.1.conv.{0,1,3,4}`, `tas.layer{1,2,3}`.

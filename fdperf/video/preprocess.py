@@ -1,4 +1,4 @@
-"""Frame preprocessing as row/column gathers on decoded uint8 frames (DESIGN §2 and §5).
+"""Frame preprocessing as row/column gathers on decoded uint8 frames (docs/design.md §3 and §10).
 
 The reference squashes every frame with PIL's NEAREST resize to 112 wide x 200 high, crops the
 centre 112x112 (rows 44..155), scales to [0, 1] and normalises with the ImageNet statistics.

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import UserError
 
-# Codecs DALI's CPU video decoder handles (DESIGN §5); everything else goes through PyAV on the CPU.
+# Codecs DALI's CPU video decoder handles (docs/design.md §10); everything else goes through PyAV on the CPU.
 DALI_CPU_CODECS = frozenset({"vp8", "vp9", "mjpeg"})
 
 
