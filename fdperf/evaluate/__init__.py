@@ -22,6 +22,7 @@ from ..data import key_to_str, voting_exemplars
 from ..device import resolve_device
 from ..features.videoset import VideoSet, as_annotations, dive_vocabulary, load_store, video_set
 from ..tsa import PairModel
+from ..tsa.decode import set_decode
 
 TRANSITIONS = ("predicted", "oracle")
 
@@ -155,17 +156,20 @@ class EvalResult:
 def evaluate(checkpoint, store_path, annotations, out_dir, *, voter_number: int = 10,
              policy: str = "dive_number", seed: int = 0, transitions: str | None = None,
              device=None, layout: str | None = None, view: int | None = None,
-             batch_pairs: int | None = None, amp: bool = False, split: str = "test") -> EvalResult:
+             batch_pairs: int | None = None, amp: bool = False, split: str = "test",
+             decode: str | None = None) -> EvalResult:
     """Votes with `checkpoint` (fdperf's or a reference `last.pth`) on the `split` videos of a
     feature store; writes `metrics.json` and `predictions.csv` into `out_dir`.
 
     transitions: "predicted" or "oracle" (ground truth); default "oracle" for TSA-oracle
     checkpoints, "predicted" otherwise. policy: exemplar choice ("dive_number", "random",
     "difficulty"); voter_number: exemplars per query (M).
+    decode: transition decoding ("window" or "ordered"); default: the checkpoint's.
     """
     from ..tsa.checkpoint import load_model
     device = resolve_device(device)
     model, ckpt = load_model(checkpoint, layout=layout, map_location="cpu")
+    set_decode(model, decode)
     model.to(device)
     if transitions is None:
         transitions = "oracle" if getattr(model, "oracle", False) else "predicted"
@@ -195,6 +199,7 @@ def evaluate(checkpoint, store_path, annotations, out_dir, *, voter_number: int 
         "checkpoint_format": ckpt.get("format"), "checkpoint_epoch": ckpt.get("epoch"),
         "store": str(store_path), "split": split, "voter_number": voter_number, "policy": policy,
         "seed": seed, "transitions": transitions, "layout": getattr(model, "layout", None),
+        "decode": getattr(model, "decode", None),
         "num_pairs": int(valid.sum()), "device": str(device), "amp": amp,
         "seconds_load": t_load, "seconds_vote": t_vote})
     out = Path(out_dir)

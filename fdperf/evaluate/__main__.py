@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="predicted (default) or ground-truth transitions (default for TSA-oracle)")
     p.add_argument("--layout", choices=LAYOUTS, default=None,
                    help="override the checkpoint's feature-map layout (reference checkpoints: reference)")
+    p.add_argument("--decode", choices=("window", "ordered"), default=None,
+                   help="transition decoding (default: the checkpoint's; window for reference "
+                        "checkpoints)")
     p.add_argument("--split", choices=("test", "train"), default="test", help="videos to score")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     p.add_argument("--amp", action="store_true", help="bf16 autocast")
@@ -49,7 +52,8 @@ def main(argv=None) -> int:
     result = evaluate(args.checkpoint, args.store, annotations_from(args, args.config), args.out,
                       voter_number=opts["voter_number"], policy=policy, seed=opts["seed"],
                       transitions=args.transitions, device=args.device, layout=args.layout,
-                      view=args.view, batch_pairs=args.batch_pairs, amp=args.amp, split=args.split)
+                      view=args.view, batch_pairs=args.batch_pairs, amp=args.amp, split=args.split,
+                      decode=args.decode)
     print(json.dumps(result.metrics, indent=2))
     return 0
 

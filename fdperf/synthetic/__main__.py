@@ -21,6 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default 0)")
     p.add_argument("--test-share", type=float, default=0.25,
                    help="share of each dive number put in the test split (default 0.25)")
+    p.add_argument("--late-share", type=float, default=0.0,
+                   help="share of dives whose flight starts late or ends early, transitions the "
+                        "reference's window decoding cannot place (default 0)")
     p.add_argument("--workers", type=int, default=None,
                    help="rendering processes (default: up to 2, the CPU count permitting)")
     p.add_argument("--overwrite", action="store_true",
@@ -37,7 +40,8 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     try:
         ds = generate_dataset(args.out, args.videos, args.seed, test_share=args.test_share,
-                              workers=args.workers, overwrite=args.overwrite, progress=not args.quiet)
+                              workers=args.workers, overwrite=args.overwrite, progress=not args.quiet,
+                              late_share=args.late_share)
     except (FileExistsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

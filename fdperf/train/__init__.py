@@ -58,7 +58,7 @@ def train(store_path, annotations, out_dir, *, method: str = "TSA", max_epoch: i
           policy: str | None = None, layout: str = "reference", eval_every: int = 1,
           device=None, amp: bool = False, cuda_graph: bool = True, resume: bool = False,
           view: int | None = None, eval_store=None, progress: bool = True,
-          log=None) -> TrainResult:
+          log=None, decode: str = "window") -> TrainResult:
     """Trains `method` on the training split of `annotations` using a feature store's features.
 
     Writes into `out_dir`: `last.pt` (every epoch, atomic, with optimizer and RNG state: what
@@ -69,6 +69,8 @@ def train(store_path, annotations, out_dir, *, method: str = "TSA", max_epoch: i
     A store with K > 1 views (`fdperf.extract --views K`, the reference's random flip and crop)
     trains on a random view per video per epoch; give `eval_store` (a store of the test
     transform) for evaluation, otherwise view 0 is used. `view` pins one training view.
+    `decode` ("window" or "ordered", fdperf.tsa.decode) reads the predicted transitions of TSA
+    and F+S+R; it is stored in the checkpoint's config, which evaluation uses by default.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
@@ -89,15 +91,16 @@ def train(store_path, annotations, out_dir, *, method: str = "TSA", max_epoch: i
     ann = as_annotations(annotations, num_transitions)
     vocab = dive_vocabulary(ann, ann.train_keys)
 
-    config = {"fix_size": fix_size, "num_transitions": num_transitions, "layout": layout}
+    config = {"fix_size": fix_size, "num_transitions": num_transitions, "layout": layout,
+              "decode": decode}
     if method.startswith("F+R"):
         config = {"num_dive_numbers": len(vocab)} if method == "F+R#" else {}
     elif method == "F+S+R":
-        config = {"fix_size": fix_size, "num_transitions": num_transitions}
+        config = {"fix_size": fix_size, "num_transitions": num_transitions, "decode": decode}
     settings = dict(method=method, max_epoch=max_epoch, bs_train=bs_train, base_lr=base_lr, seed=seed,
                     prob_tas_threshold=prob_tas_threshold, fix_size=fix_size, step_num=step_num,
                     voter_number=voter_number, policy=policy, layout=layout, eval_every=eval_every,
-                    amp=amp, store=str(store_path), view=view,
+                    amp=amp, store=str(store_path), view=view, decode=decode,
                     eval_store=None if eval_store is None else str(eval_store),
                     fdperf_version=__version__)
 
