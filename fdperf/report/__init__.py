@@ -41,7 +41,7 @@ class ReportError(ValueError):
 @dataclass
 class VideoRow:
     key: str
-    true_score: float
+    true_score: float | None      # None: a dive without a judged score (fdperf score)
     pred_score: float
     dive_number: str = ""
     difficulty: float | None = None
@@ -207,7 +207,8 @@ def render_video(row: VideoRow, path, frames_dir=None, method: str = "") -> str:
     grid = fig.add_gridspec(3, 2, height_ratios=[1.25, 1.2, 1.4], hspace=0.45, wspace=0.22,
                             left=0.08, right=0.98, top=0.9, bottom=0.08)
     title = f"{row.key}   dive {row.dive_number}" + (f" (DD {row.difficulty:g})" if row.difficulty else "")
-    fig.suptitle(f"{title}   true {row.true_score:.2f}   predicted {row.pred_score:.2f}"
+    true = "" if row.true_score is None else f"   true {row.true_score:.2f}"
+    fig.suptitle(f"{title}{true}   predicted {row.pred_score:.2f}"
                  + (f"   [{method}]" if method else ""), fontsize=12)
 
     ax = fig.add_subplot(grid[0, :])
@@ -277,10 +278,12 @@ def render_video(row: VideoRow, path, frames_dir=None, method: str = "") -> str:
         ax.scatter(np.arange(m), votes, color=STEP_COLOURS[0], label="exemplar + delta (vote)", s=22)
         ax.set_xticks(np.arange(m), [str(j + 1) for j in range(m)], fontsize=7)
         ax.set_xlabel("exemplar")
-    ax.axhline(row.true_score, color="black", lw=1.5, label=f"true {row.true_score:.2f}")
+    if row.true_score is not None:
+        ax.axhline(row.true_score, color="black", lw=1.5, label=f"true {row.true_score:.2f}")
     ax.axhline(row.pred_score, color="crimson", lw=1.5, ls="--", label=f"predicted {row.pred_score:.2f}")
     ax.set_ylabel("score")
-    ax.set_title("voting: predicted vs true score", fontsize=10)
+    ax.set_title("voting: predicted" + (" vs true" if row.true_score is not None else "") + " score",
+                 fontsize=10)
     ax.legend(fontsize=7)
     fig.savefig(path, dpi=VIDEO_DPI)
     plt.close(fig)
