@@ -243,7 +243,8 @@ def render_video(row: VideoRow, path, frames_dir=None, method: str = "") -> str:
         ax.axvline(t, color="black", lw=1.5)
     for t in row.pred_t:
         ax.axvline(t, color="crimson", lw=1.5, ls="--")
-    ax.plot([], [], color="black", lw=1.5, label="true transition")
+    if row.true_t:
+        ax.plot([], [], color="black", lw=1.5, label="true transition")
     if row.pred_t:
         ax.plot([], [], color="crimson", lw=1.5, ls="--", label="predicted transition")
     ax.set_xlim(0, NUM_FRAMES)
