@@ -103,6 +103,7 @@ def test_models_store_and_use_the_decoding():
         assert model.config()["decode"] == "ordered"
         assert build_model(method, **model.config()).decode == "ordered"
         assert build_model(method).decode == "window"
+        assert "decode" not in build_model(method).config()   # older checkpoints' exact config
     with pytest.raises(ValueError, match="unknown transition decoding"):
         build_model("TSA", decode="viterbi")
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .. import ops
-from .decode import check_decode
+from .decode import check_decode, decode_config
 from .decoder import native_dtype
 from .model import PairModel, choose_bounds
 from .psnet import PSNet
@@ -81,7 +81,7 @@ class SegmentRegression(PairModel):
 
     def config(self) -> dict:
         return dict(in_channels=self.in_channels, num_transitions=self.num_transitions,
-                    fix_size=self.fix_size, dim=self.dim, decode=self.decode)
+                    fix_size=self.fix_size, dim=self.dim, **decode_config(self.decode))
 
     def encode(self, features, maps=None, dive_ids=None, gt_bounds=None, use_gt=False,
                query=True, memory=True) -> dict:

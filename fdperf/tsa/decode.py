@@ -28,6 +28,12 @@ def check_decode(decode: str) -> str:
     return decode
 
 
+def decode_config(decode: str) -> dict:
+    """The decode entry of a model config: none for the default "window", so that checkpoints
+    written before the option existed keep their exact config (training resumes compare it)."""
+    return {} if decode == "window" else {"decode": decode}
+
+
 def ordered_transitions(scores: torch.Tensor, min_index: int = 1) -> torch.Tensor:
     """Best strictly increasing transitions under additive per-frame scores.
 

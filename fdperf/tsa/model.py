@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import ops
-from .decode import check_decode, decode_transitions
+from .decode import check_decode, decode_config, decode_transitions
 from .decoder import Decoder, native_dtype
 from .psnet import PSNet
 from .regressor import Regressor
@@ -97,7 +97,7 @@ class TSA(PairModel):
     def config(self) -> dict:
         return dict(in_channels=self.in_channels, num_transitions=self.num_transitions,
                     fix_size=self.fix_size, layout=self.layout, dim=self.dim, heads=self.heads,
-                    layers=self.layers, oracle=self.oracle, decode=self.decode)
+                    layers=self.layers, oracle=self.oracle, **decode_config(self.decode))
 
     def map_units(self, maps: torch.Tensor) -> torch.Tensor:
         """Feature maps [B, snippets, 1024, H, W] -> PSNet units [B, 64, 96, H, W]."""
