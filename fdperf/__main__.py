@@ -13,6 +13,7 @@ COMMANDS = {
     "extract": ("fdperf.extract.__main__", "decode videos, run I3D, write an HDF5 feature store"),
     "train": ("fdperf.train.__main__", "train TSA or a baseline on a feature store"),
     "evaluate": ("fdperf.evaluate.__main__", "vote with exemplars: metrics JSON, predictions CSV"),
+    "score": ("fdperf.score.__main__", "score new dives: score, steps and exemplar votes per video"),
     "report": ("fdperf.report.__main__", "per-video PNGs, summary and index.html of a run"),
     "demo": ("fdperf.demo.__main__", "the whole pipeline on synthetic dives"),
     "env": ("fdperf.env", "what is available: torch, CUDA, operators, DALI, PyAV, GPUs"),

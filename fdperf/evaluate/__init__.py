@@ -31,6 +31,7 @@ from ..features.videoset import (VideoSet, as_annotations, dive_vocabulary, load
                                  store_identity, video_set)
 from ..options import ConfigError, int_at_least, one_of
 from ..tsa import PairModel
+from ..tsa.decode import set_decode
 
 TRANSITIONS = ("predicted", "oracle")
 SPLITS = ("test", "train")
@@ -232,7 +233,8 @@ def evaluate(checkpoint, store_path, annotations, out_dir, *, voter_number: int 
              policy: str = "dive_number", seed: int = 0, transitions: str | None = None,
              device=None, layout: str | None = None, view: int | None = None,
              batch_pairs: int | None = None, amp: bool = False, split: str = "test",
-             allow_store_mismatch: bool = False, log=None) -> EvalResult:
+             allow_store_mismatch: bool = False, log=None,
+             decode: str | None = None) -> EvalResult:
     """Votes with `checkpoint` (fdperf's or a reference `last.pth`) on the `split` videos of a
     feature store; writes `metrics.json` and `predictions.csv` into `out_dir`.
 
@@ -241,12 +243,14 @@ def evaluate(checkpoint, store_path, annotations, out_dir, *, voter_number: int 
     exemplar choice ("dive_number", "random", "difficulty"); voter_number: exemplars per query
     (M). A store whose identity differs from the checkpoint's training store is refused unless
     `allow_store_mismatch` (recorded as metrics["store_check"]); warnings go to `log` (stderr).
+    decode: transition decoding ("window" or "ordered"); default: the checkpoint's.
     """
     from ..tsa.checkpoint import check_store, load_model
     check_options(voter_number, policy, seed, transitions, split, batch_pairs, view)
     log = log or _stderr
     device = resolve_device(device)
     model, ckpt = load_model(checkpoint, layout=layout, map_location="cpu")
+    set_decode(model, decode)
     model.to(device)
     transitions = _transitions(model, transitions, checkpoint)
     ann = as_annotations(annotations, getattr(model, "num_transitions", 2))
@@ -277,6 +281,7 @@ def evaluate(checkpoint, store_path, annotations, out_dir, *, voter_number: int 
         "checkpoint_format": ckpt.get("format"), "checkpoint_epoch": ckpt.get("epoch"),
         "store": str(store_path), "split": split, "voter_number": voter_number, "policy": policy,
         "seed": seed, "transitions": transitions, "layout": getattr(model, "layout", None),
+        "decode": getattr(model, "decode", None),
         "num_pairs": int(valid.sum()), "device": str(device), "amp": amp,
         "store_identity": identity, "store_check": store_check,
         "seconds_load": t_load, "seconds_vote": t_vote})

@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "refused for the F+R baselines, which have none)")
     p.add_argument("--layout", choices=LAYOUTS, default=None,
                    help="override the checkpoint's feature-map layout (reference checkpoints: reference)")
+    p.add_argument("--decode", choices=("window", "ordered"), default=None,
+                   help="transition decoding (default: the checkpoint's; window for reference "
+                        "checkpoints)")
     p.add_argument("--split", choices=("test", "train"), default="test", help="videos to score")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     p.add_argument("--amp", action="store_true", help="bf16 autocast")
@@ -61,7 +64,8 @@ def body(args) -> int:
                       voter_number=opts["voter_number"], policy=policy, seed=opts["seed"],
                       transitions=args.transitions, device=args.device, layout=args.layout,
                       view=args.view, batch_pairs=args.batch_pairs, amp=args.amp, split=args.split,
-                      allow_store_mismatch=args.allow_store_mismatch)
+                      allow_store_mismatch=args.allow_store_mismatch,
+                      decode=args.decode)
     print(json.dumps(result.metrics, indent=2))
     return 0
 

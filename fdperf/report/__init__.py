@@ -42,7 +42,7 @@ class ReportError(ValueError):
 @dataclass
 class VideoRow:
     key: str
-    true_score: float
+    true_score: float | None      # None: a dive without a judged score (fdperf score)
     pred_score: float
     dive_number: str = ""
     difficulty: float | None = None
@@ -224,8 +224,8 @@ def _step_bar(ax, bounds, y, label, height):
 
 def video_title(row: VideoRow, method: str = "") -> str:
     title = f"{row.key}   dive {row.dive_number}" + (f" (DD {row.difficulty:g})" if row.difficulty else "")
-    return (f"{title}   true {row.true_score:.2f}   predicted {row.pred_score:.2f}"
-            + (f"   [{method}]" if method else ""))
+    true = "" if row.true_score is None else f"   true {row.true_score:.2f}"
+    return f"{title}{true}   predicted {row.pred_score:.2f}" + (f"   [{method}]" if method else "")
 
 
 def draw_frame_strip(ax, strip) -> None:
@@ -257,7 +257,8 @@ def draw_transitions(ax, row: VideoRow) -> None:
         ax.axvline(t, color="black", lw=1.5)
     for t in row.pred_t:
         ax.axvline(t, color="crimson", lw=1.5, ls="--")
-    ax.plot([], [], color="black", lw=1.5, label="true transition")
+    if row.true_t:
+        ax.plot([], [], color="black", lw=1.5, label="true transition")
     if row.pred_t:
         ax.plot([], [], color="crimson", lw=1.5, ls="--", label="predicted transition")
 
@@ -309,10 +310,12 @@ def draw_votes(ax, row: VideoRow) -> None:
         ax.scatter(np.arange(m), votes, color=STEP_COLOURS[0], label="exemplar + delta (vote)", s=22)
         ax.set_xticks(np.arange(m), [str(j + 1) for j in range(m)], fontsize=7)
         ax.set_xlabel("exemplar")
-    ax.axhline(row.true_score, color="black", lw=1.5, label=f"true {row.true_score:.2f}")
+    if row.true_score is not None:
+        ax.axhline(row.true_score, color="black", lw=1.5, label=f"true {row.true_score:.2f}")
     ax.axhline(row.pred_score, color="crimson", lw=1.5, ls="--", label=f"predicted {row.pred_score:.2f}")
     ax.set_ylabel("score")
-    ax.set_title("voting: predicted vs true score", fontsize=10)
+    ax.set_title("voting: predicted" + (" vs true" if row.true_score is not None else "") + " score",
+                 fontsize=10)
     ax.legend(fontsize=7)
 
 

@@ -23,6 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default 0)")
     p.add_argument("--test-share", type=float, default=0.25,
                    help="share of each dive number put in the test split (default 0.25)")
+    p.add_argument("--late-share", type=float, default=0.0,
+                   help="share of dives whose flight starts late or ends early, transitions the "
+                        "reference's window decoding cannot place (default 0)")
     p.add_argument("--workers", type=int, default=None,
                    help="rendering processes (default: up to 2, the CPU count permitting)")
     p.add_argument("--overwrite", action="store_true",
@@ -47,7 +50,8 @@ def _main(args) -> int:
         raise UserError(f"--workers must be >= 1, got {args.workers}")
     start = time.perf_counter()
     ds = generate_dataset(args.out, args.videos, args.seed, test_share=args.test_share,
-                          workers=args.workers, overwrite=args.overwrite, progress=not args.quiet)
+                          workers=args.workers, overwrite=args.overwrite, progress=not args.quiet,
+                          late_share=args.late_share)
     print(f"{args.videos} dives ({len(ds.train_keys)} train, {len(ds.test_keys)} test) in "
           f"{time.perf_counter() - start:.1f} s\n  frames:      {ds.frames_dir}\n"
           f"  annotations: {ds.annotations_dir}")

@@ -26,7 +26,7 @@ def _snippet_steps(t1: int, t2: int, snippets: int = 9) -> np.ndarray:
 
 def make_synthetic_features(out_dir, n_train: int = 96, n_test: int = 48, seed: int = 0,
                             map_size: int = 1, dive_numbers: int = 4, noise: float = 0.3,
-                            pattern_scale: float = 1.0, views: int = 1):
+                            pattern_scale: float = 1.0, views: int = 1, late_share: float = 0.0):
     """Writes `features.h5` (through fdperf's FeatureStoreWriter) and `Annotations/` (the six
     FineDiving files, through fdperf's annotations writer) into `out_dir`; returns (store path,
     Annotations).
@@ -35,8 +35,12 @@ def make_synthetic_features(out_dir, n_train: int = 96, n_test: int = 48, seed: 
     tests fast). `pattern_scale` sets how visible the steps (hence the transitions) are. Train
     and test videos share the dive numbers. `views` > 1 adds a views axis (as `fdperf.extract
     --views K`): each view is the video's features plus its own small perturbation.
+    `late_share`: about that share of the videos (half each) starts its second step late
+    (t1 in {48, 58}, t2 in {68, 78}) or its last step early (t1 in {8, 18}, t2 in {28, 38}):
+    transitions outside the reference's two decoding windows.
     """
     rng = np.random.default_rng(seed)
+    late_rng = np.random.default_rng([seed, 4])  # its own stream: late_share=0 changes nothing
     n = n_train + n_test
     patterns = pattern_scale * rng.standard_normal((3, 1024)).astype(np.float32)
     v = np.ones(1024, np.float32)
@@ -47,6 +51,10 @@ def make_synthetic_features(out_dir, n_train: int = 96, n_test: int = 48, seed: 
         # transitions 2 frames before a snippet's centre, so that "frame f lies in step s" and
         # "the snippet nearest to f lies in step s" agree: the labels describe the features exactly
         t1, t2 = 10 * int(rng.integers(1, 4)) + 8, 10 * int(rng.integers(5, 8)) + 8
+        if late_share:
+            r, j = late_rng.uniform(), int(late_rng.integers(2))
+            if r < late_share:
+                t1, t2 = (48 + 10 * j, 68 + 10 * j) if r < late_share / 2 else (8 + 10 * j, 28 + 10 * j)
         q = rng.standard_normal(3).astype(np.float32)
         steps = _snippet_steps(t1, t2)
         feats[i] = patterns[steps] + q[steps, None] * v + noise * rng.standard_normal((9, 1024))

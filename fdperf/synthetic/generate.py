@@ -57,12 +57,21 @@ def _event_key(i: int) -> tuple:
     return (f"SynthDiving_3m_r{i // EVENT_SIZE + 1:02d}", i % EVENT_SIZE + 1)
 
 
-def plan_dive(kind: DiveKind, rng: np.random.Generator) -> DivePlan:
-    """Draws one dive's qualities, timing and nuisances."""
+# Step shares of a dive whose flight starts late (take-off > 52% of the frames: first transition
+# in the second half) or ends early (entry > 52%: last transition in the first half). Either way
+# the reference's window decoding cannot place its transitions (fdperf.tsa.decode).
+LATE = {"start": lambda u1, u3: (u1 + 0.28, 0.75 * u3), "end": lambda u1, u3: (0.75 * u1, u3 + 0.32)}
+
+
+def plan_dive(kind: DiveKind, rng: np.random.Generator, late: str | None = None) -> DivePlan:
+    """Draws one dive's qualities, timing and nuisances; `late` "start" or "end" (see LATE)."""
     qualities = tuple(float(q) for q in rng.uniform(0.0, 1.0, 3))
     total = int(rng.integers(70, 141))
-    n1 = int(round(total * rng.uniform(0.24, 0.36)))
-    n3 = int(round(total * rng.uniform(0.20, 0.30)))
+    u1, u3 = rng.uniform(0.24, 0.36), rng.uniform(0.20, 0.30)
+    if late is not None:  # same draws either way: other dives of the set do not change
+        u1, u3 = LATE[late](u1, u3)
+    n1 = int(round(total * u1))
+    n3 = int(round(total * u3))
     n2 = total - n1 - n3
     twist_share = 0.0
     steps = (n1, n2, n3)
@@ -77,10 +86,13 @@ def plan_dive(kind: DiveKind, rng: np.random.Generator) -> DivePlan:
                     suit=SUITS[int(rng.integers(len(SUITS)))], spray_seed=int(rng.integers(2**31)))
 
 
-def sample_dives(num_videos: int, seed: int = 0, kinds=CATALOGUE) -> list:
+def sample_dives(num_videos: int, seed: int = 0, kinds=CATALOGUE, late_share: float = 0.0) -> list:
     """The dives of a set, each with its plan and judging. Dive numbers are balanced over the
     first `num_videos // 4` kinds (all of them from 32 dives on), so that every dive number has
-    at least four dives: enough for a test dive with training exemplars."""
+    at least four dives: enough for a test dive with training exemplars. About `late_share` of
+    the dives (half each) have a flight that starts late or ends early (see LATE)."""
+    if not 0.0 <= late_share <= 1.0:
+        raise ValueError(f"late_share must be in [0, 1], got {late_share}")
     if num_videos < 1:
         raise ValueError(f"num_videos must be >= 1, got {num_videos}")
     kinds = kinds[:max(1, min(len(kinds), num_videos // 4))]
@@ -89,7 +101,8 @@ def sample_dives(num_videos: int, seed: int = 0, kinds=CATALOGUE) -> list:
     for i in range(num_videos):
         kind = kinds[int(order[i]) % len(kinds)]
         rng = np.random.default_rng([seed, 2, i])
-        plan = plan_dive(kind, rng)
+        r = np.random.default_rng([seed, 4, i]).uniform() if late_share else 1.0
+        plan = plan_dive(kind, rng, None if r >= late_share else ("start" if r < late_share / 2 else "end"))
         awards = judge_awards(plan.qualities, rng)
         dives.append(SyntheticDive(_event_key(i), plan, awards, dive_score(awards, kind.difficulty)))
     return dives
@@ -159,14 +172,17 @@ def read_manifest(root: str) -> dict | None:
         return None
 
 
-def manifest_for(num_videos: int, seed: int, test_share: float) -> dict:
-    return {"generator": "fdperf.synthetic", "fdperf_version": __version__,
-            "videos": int(num_videos), "seed": int(seed), "test_share": float(test_share)}
+def manifest_for(num_videos: int, seed: int, test_share: float, late_share: float = 0.0) -> dict:
+    out = {"generator": "fdperf.synthetic", "fdperf_version": __version__,
+           "videos": int(num_videos), "seed": int(seed), "test_share": float(test_share)}
+    if late_share:
+        out["late_share"] = float(late_share)
+    return out
 
 
 def generate_dataset(out: str, num_videos: int = 120, seed: int = 0, *, test_share: float = 0.25,
                      workers: int | None = None, overwrite: bool = False,
-                     progress: bool = True) -> SyntheticDataset:
+                     progress: bool = True, late_share: float = 0.0) -> SyntheticDataset:
     """Generates `num_videos` synthetic dives under `out` (see the module docstring).
 
     Refuses an `out` that already holds frames/, Annotations/ or synth.json unless `overwrite`
@@ -181,7 +197,7 @@ def generate_dataset(out: str, num_videos: int = 120, seed: int = 0, *, test_sha
                               "pass overwrite=True (--overwrite) to replace it")
     for p in existing:
         shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
-    dives = sample_dives(num_videos, seed)
+    dives = sample_dives(num_videos, seed, late_share=late_share)
     train_keys, test_keys = split_dives(dives, seed, test_share)
     os.makedirs(frames_dir, exist_ok=True)
     workers = max(1, min(workers or os.cpu_count() or 1, 2, num_videos))
@@ -199,7 +215,7 @@ def generate_dataset(out: str, num_videos: int = 120, seed: int = 0, *, test_sha
     bar.close()
     write_annotations(ann_dir, dives, train_keys, test_keys)
     with open(os.path.join(out, MANIFEST + ".tmp"), "w") as f:
-        json.dump(manifest_for(num_videos, seed, test_share), f, indent=1)
+        json.dump(manifest_for(num_videos, seed, test_share, late_share), f, indent=1)
     os.replace(os.path.join(out, MANIFEST + ".tmp"), os.path.join(out, MANIFEST))
     return SyntheticDataset(out, frames_dir, ann_dir, train_keys, test_keys)
 

@@ -134,7 +134,7 @@ def build(cfg: TrainConfig, num_dive_numbers: int, snippets: int, device) -> tor
         config = {"num_dive_numbers": num_dive_numbers} if cfg.method == "F+R#" else {}
     else:
         config = {"in_channels": snippets, "fix_size": cfg.fix_size,
-                  "num_transitions": cfg.num_transitions}
+                  "num_transitions": cfg.num_transitions, "decode": cfg.decode}
         if cfg.method != "F+S+R":
             config["layout"] = cfg.layout
     torch.manual_seed(cfg.seed)
@@ -193,7 +193,7 @@ def start_run(model, cfg: TrainConfig, store_path, store, out: Path, device) -> 
                     base_lr=cfg.base_lr, seed=cfg.seed, prob_tas_threshold=cfg.prob_tas_threshold,
                     fix_size=cfg.fix_size, step_num=cfg.step_num, voter_number=cfg.voter_number,
                     policy=cfg.exemplar_policy, layout=cfg.layout, eval_every=cfg.eval_every,
-                    amp=cfg.amp, store=str(store_path), view=cfg.view,
+                    amp=cfg.amp, store=str(store_path), view=cfg.view, decode=cfg.decode,
                     eval_store=None if cfg.eval_store is None else str(cfg.eval_store),
                     fdperf_version=__version__,
                     views=store.views if cfg.view is None else 1)  # a pinned view: one view
@@ -390,6 +390,8 @@ def train(store_path, annotations, out_dir, *, config: TrainConfig | None = None
     A store with K > 1 views (`fdperf.extract --views K`, the reference's random flip and crop)
     trains on a random view per video per epoch; give `eval_store` (a store of the test
     transform) for evaluation, otherwise view 0 is used. `view` pins one training view.
+    `decode` ("window" or "ordered", fdperf.tsa.decode) reads the predicted transitions of TSA
+    and F+S+R; it is stored in the checkpoint's config, which evaluation uses by default.
     """
     try:
         cfg = dataclasses.replace(config, **options) if config is not None else TrainConfig(**options)

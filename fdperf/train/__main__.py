@@ -61,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-store", default=None,
                    help="feature store of the test transform for the evaluations (default: STORE, "
                         "view 0 if it has several views)")
+    p.add_argument("--decode", choices=("window", "ordered"), default="window",
+                   help="transition decoding of TSA/F+S+R: window (the reference: t1 in the first "
+                        "half, t2 in the second) or ordered (best t1 < t2 anywhere); stored in "
+                        "the checkpoint")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -75,7 +79,7 @@ def config_from(args) -> TrainConfig:
         method=args.method, policy=args.policy, layout=args.layout, eval_every=args.eval_every,
         device=args.device, amp=args.amp, cuda_graph=not args.no_cuda_graph, resume=args.resume,
         view=args.view, eval_store=args.eval_store, progress=not args.no_progress,
-        allow_store_mismatch=args.allow_store_mismatch,
+        decode=args.decode, allow_store_mismatch=args.allow_store_mismatch,
         allow_config_change=args.allow_config_change, **opts).validate()
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from ..data.exemplars import POLICIES, policy_from_flags
 from ..options import ConfigError, finite, int_at_least, one_of
 from ..tsa import LAYOUTS, METHODS
+from ..tsa.decode import DECODERS
 
 # Options that shape the optimisation: a resume that changes one of them needs
 # allow_config_change (model-shaping ones, fix_size/step_num/layout/method, can never change).
@@ -37,6 +38,7 @@ class TrainConfig:
     random_choosing: bool = False
     policy: str | None = None
     layout: str = "reference"
+    decode: str = "window"                 # transition decoding: window (reference) or ordered
     eval_every: int = 1
     device: object = None                  # cpu, cuda, cuda:N or a torch.device; None: auto
     amp: bool = False
@@ -74,6 +76,7 @@ class TrainConfig:
         if self.policy is not None:
             one_of("policy", self.policy, POLICIES)
         one_of("layout", self.layout, LAYOUTS)
+        one_of("decode", self.decode, DECODERS)
         if self.view is not None:
             int_at_least("view", self.view, 0)
         return self

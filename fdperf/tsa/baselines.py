@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .. import ops
+from .decode import check_decode, decode_config
 from .decoder import native_dtype
 from .model import PairModel, choose_bounds
 from .psnet import PSNet
@@ -66,10 +67,11 @@ class SegmentRegression(PairModel):
     segments = True
 
     def __init__(self, in_channels: int = 9, num_transitions: int = 2, fix_size: int = 5,
-                 dim: int = 64):
+                 dim: int = 64, decode: str = "window"):
         super().__init__()
         self.in_channels, self.num_transitions, self.fix_size, self.dim = \
             in_channels, num_transitions, fix_size, dim
+        self.decode = check_decode(decode)
         self.psnet = PSNet(in_channels, num_transitions)
         self.regressor = Regressor(2 * dim)
 
@@ -79,12 +81,12 @@ class SegmentRegression(PairModel):
 
     def config(self) -> dict:
         return dict(in_channels=self.in_channels, num_transitions=self.num_transitions,
-                    fix_size=self.fix_size, dim=self.dim)
+                    fix_size=self.fix_size, dim=self.dim, **decode_config(self.decode))
 
     def encode(self, features, maps=None, dive_ids=None, gt_bounds=None, use_gt=False,
                query=True, memory=True) -> dict:
         u, probs = self.psnet(features)
-        bounds = choose_bounds(probs, gt_bounds, use_gt)
+        bounds = choose_bounds(probs, gt_bounds, use_gt, self.decode)
         tokens = ops.segment_resample(native_dtype(u).transpose(1, 2), bounds, self.fix_size, tokens=True)
         return {"probs": probs, "bounds": bounds, "tokens": tokens}
 

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import ops
+from .decode import check_decode, decode_config, decode_transitions
 from .decoder import Decoder, native_dtype
 from .psnet import PSNet
 from .regressor import Regressor
@@ -44,13 +45,14 @@ class PairModel(nn.Module):
         raise NotImplementedError
 
 
-def choose_bounds(probs: torch.Tensor, gt_bounds, use_gt) -> torch.Tensor:
+def choose_bounds(probs: torch.Tensor, gt_bounds, use_gt, decode: str = "window") -> torch.Tensor:
     """Predicted transitions from `probs` [B, 96, L], or `gt_bounds` where `use_gt` holds.
 
     `use_gt` may be a Python bool or a 0-d bool tensor on the device: the tensor form keeps the
     ground-truth/predicted schedule branch-free (one CUDA graph serves both phases).
+    `decode`: "window" (the reference) or "ordered" (fdperf.tsa.decode).
     """
-    pred = ops.window_argmax(probs.detach().float(), None, 1)
+    pred = decode_transitions(probs, decode, 1)
     if gt_bounds is None:
         if isinstance(use_gt, torch.Tensor) or use_gt:
             raise ValueError("ground-truth transitions requested but gt_bounds is None")
@@ -74,7 +76,7 @@ class TSA(PairModel):
 
     def __init__(self, in_channels: int = 9, num_transitions: int = 2, fix_size: int = 5,
                  layout: str = "reference", dim: int = 64, heads: int = 8, layers: int = 3,
-                 oracle: bool = False):
+                 oracle: bool = False, decode: str = "window"):
         super().__init__()
         if layout not in LAYOUTS:
             raise ValueError(f"unknown feature-map layout {layout!r}; choose one of {LAYOUTS}")
@@ -83,6 +85,7 @@ class TSA(PairModel):
         self.in_channels, self.num_transitions, self.fix_size = in_channels, num_transitions, fix_size
         self.layout, self.dim, self.heads, self.layers = layout, dim, heads, layers
         self.oracle = oracle  # TSA-oracle: ground-truth transitions at test time
+        self.decode = check_decode(decode)  # how predicted transitions are read off PSNet
         self.psnet = PSNet(in_channels, num_transitions)
         self.decoder = Decoder(dim, heads, layers)
         self.regressor = Regressor(dim)
@@ -94,7 +97,7 @@ class TSA(PairModel):
     def config(self) -> dict:
         return dict(in_channels=self.in_channels, num_transitions=self.num_transitions,
                     fix_size=self.fix_size, layout=self.layout, dim=self.dim, heads=self.heads,
-                    layers=self.layers, oracle=self.oracle)
+                    layers=self.layers, oracle=self.oracle, **decode_config(self.decode))
 
     def map_units(self, maps: torch.Tensor) -> torch.Tensor:
         """Feature maps [B, snippets, 1024, H, W] -> PSNet units [B, 64, 96, H, W]."""
@@ -112,7 +115,7 @@ class TSA(PairModel):
         u, probs = self.psnet(features)                       # [B, 96, 64], [B, 96, L]
         if self.oracle and not self.training:
             use_gt = True
-        bounds = choose_bounds(probs, gt_bounds, use_gt)
+        bounds = choose_bounds(probs, gt_bounds, use_gt, self.decode)
         cache = {"probs": probs, "bounds": bounds}
         if query:  # the query's 5 tokens per step, from the 1-D features
             cache["tokens"] = ops.segment_resample(native_dtype(u).transpose(1, 2), bounds,
