@@ -18,8 +18,7 @@ def _fresh_venv(path: Path) -> Path:
     # itself comes from this environment too and installs into the new venv.
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
     py = path / "bin" / "python"
-    purelib = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                             check=True, capture_output=True, text=True).stdout.strip()
+    purelib = _site_packages(py)
     # A plain path line (not processed as a site dir): torch and the other dependencies of this
     # environment become importable, but not its editable fdperf.
     outer = sysconfig.get_paths()["purelib"]
@@ -47,11 +46,24 @@ def _check_installed(py: Path, cwd: Path):
     assert ops.returncode == 0 and "torch.Size([2, 2])" in ops.stdout, ops.stderr
 
 
+def _site_packages(py: Path) -> str:
+    return subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+
+
 def test_pip_install_no_build_isolation(tmp_path):
+    # pip runs the build with this interpreter (same compiler commands as `make build`, so the
+    # kept objects in build/ext serve and nothing recompiles) and installs into the fresh venv.
     py = _fresh_venv(tmp_path / "venv")
-    out = subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-build-isolation", "--no-deps",
-                          "--no-index", str(REPO)], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-build-isolation", "--no-deps",
+                          "--no-index", "--target", _site_packages(py), str(REPO)], capture_output=True,
+                         text=True)
     assert out.returncode == 0, out.stderr[-3000:]
+    # --target puts the console script under <site-packages>/bin: move it where a venv has it
+    script = Path(_site_packages(py), "bin", "fdperf")
+    text = script.read_text().splitlines()
+    (py.parent / "fdperf").write_text("\n".join([f"#!{py}", *text[1:]]) + "\n")
+    (py.parent / "fdperf").chmod(0o755)
     _check_installed(py, tmp_path)
 
 

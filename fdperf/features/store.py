@@ -68,9 +68,10 @@ def key_to_str(key: Key | str) -> str:
     return key if isinstance(key, str) else _key_to_str(key)
 
 
-def _row_shapes(num_snippets: int, views: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def _row_shapes(num_snippets: int, views: int,
+                map_size: int = MAP_SIZE) -> tuple[tuple[int, ...], tuple[int, ...]]:
     lead = (views, num_snippets) if views > 1 else (num_snippets,)
-    return lead + (CHANNELS,), lead + (CHANNELS, MAP_SIZE, MAP_SIZE)
+    return lead + (CHANNELS,), lead + (CHANNELS, map_size, map_size)
 
 
 def _create_preallocated(f: h5py.File, name: str, shape: tuple[int, ...], dtype) -> h5py.Dataset:
