@@ -41,6 +41,9 @@ def main(argv=None) -> int:
     if name not in COMMANDS:
         print(f"fdperf: error: unknown command {name!r}\n{usage()}", file=sys.stderr)
         return 2
+    from . import cli
+
+    cli.COMMAND_NAME = f"fdperf {name}"  # messages and --help name the command as it was typed
     module = importlib.import_module(COMMANDS[name][0])
     return module.main(argv[1:])
 

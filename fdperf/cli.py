@@ -44,8 +44,13 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+# Set by the `fdperf` console script: the name its messages go by ("fdperf extract", ...).
+COMMAND_NAME: str | None = None
+
+
 def parser(prog: str, description: str, epilog: str | None = None) -> argparse.ArgumentParser:
     """An argparse parser with fdperf's common `--debug` flag."""
+    prog = COMMAND_NAME or prog
     p = OneLineParser(prog=prog, description=description, epilog=epilog,
                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")

@@ -147,5 +147,5 @@ def test_non_finite_values_are_refused_before_anything_is_written(tmp_path, caps
         write_report(path, str(out))
     assert not out.exists()
     assert report_main(["--predictions", path, "--out", str(out)]) == 2
-    assert capsys.readouterr().err == f"error: {err.value}\n"
+    assert capsys.readouterr().err == f"python -m fdperf.report: error: {err.value}\n"
     assert not out.exists()
