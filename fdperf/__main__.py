@@ -44,8 +44,10 @@ def main(argv=None) -> int:
     from . import cli
 
     cli.COMMAND_NAME = f"fdperf {name}"  # messages and --help name the command as it was typed
-    module = importlib.import_module(COMMANDS[name][0])
-    return module.main(argv[1:])
+    try:
+        return importlib.import_module(COMMANDS[name][0]).main(argv[1:])
+    finally:
+        cli.COMMAND_NAME = None
 
 
 if __name__ == "__main__":

@@ -280,3 +280,15 @@ def test_train_and_evaluate_errors_are_one_line_with_exit_status_2(tmp_path, dat
     with pytest.raises(SystemExit) as exit_:  # argparse: a bad choice is a usage error too
         evaluate_cli.main(ev + ["--split", "validation"])
     assert exit_.value.code == 2 and "Traceback" not in capsys.readouterr().err
+
+
+def test_eval_store_of_another_i3d_is_refused_or_recorded(tmp_path, data):
+    _, store, ann, _ = data
+    other = _copy_store(store, tmp_path / "other.h5", attrs={"weights_sha256": "0badc0ffee"})
+    kw = {"method": "F+R", "max_epoch": 1, "bs_train": 4, "voter_number": 2, "device": "cpu",
+          "progress": False, "eval_store": other, "log": lambda line: None}
+    with pytest.raises(StoreMismatch, match="--eval-store .*0badc0ffee"):
+        train(store, ann, tmp_path / "refused", **kw)
+    res = train(store, ann, tmp_path / "allowed", allow_store_mismatch=True, **kw)
+    check = json.loads(res.summary_path.read_text())["settings"]["eval_store_check"]
+    assert check["status"] == "mismatch-allowed" and "0badc0ffee" in check["differences"][0]

@@ -1,7 +1,7 @@
 """The visual report of a voting run: one PNG per test video, a summary PNG and a static index.html.
 
 Input is the per-test-video predictions CSV that `fdperf.evaluate` writes (columns in
-the README section Per-test-video predictions CSV), read by column name. Optional inputs add to the pictures:
+docs/reference/predictions-csv.md), read by column name. Optional inputs add to the pictures:
 - transition probabilities (PSNet's curves): an .npz with one [96, L] array per key
   ("event/index"), or columns `prob_t1..prob_tL` (96 `;`-separated values) in the CSV;
 - training logs (`train_log.jsonl` of `fdperf.train`): the summary's training curves;
@@ -137,7 +137,7 @@ def read_predictions(path) -> list[VideoRow]:
         if missing:
             raise ReportError(
                 f"{path}: missing column(s) {', '.join(missing)} (has: {', '.join(columns) or 'none'}); "
-                "expected the predictions CSV of fdperf.evaluate (the README section Per-test-video predictions CSV)")
+                "expected the predictions CSV of fdperf.evaluate (docs/reference/predictions-csv.md)")
         cols = _Columns.of(columns)
         rows = [_read_row(rec, cols, f"{path}, line {n}") for n, rec in enumerate(reader, start=2)]
     if not rows:

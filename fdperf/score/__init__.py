@@ -11,6 +11,7 @@ against the same exemplars, so their scores compare. Predicted transitions are m
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -27,8 +28,9 @@ from ..errors import UserError
 from ..evaluate import vote
 from ..extract import ExtractOptions, extract_features
 from ..features.store import FeatureStore
-from ..features.videoset import VideoSet, as_annotations, dive_vocabulary, load_store, video_set
-from ..tsa.checkpoint import load_model
+from ..features.videoset import (VideoSet, as_annotations, dive_vocabulary, load_store, store_identity,
+                                 video_set)
+from ..tsa.checkpoint import check_store, load_model
 from ..tsa.decode import set_decode
 from ..video import (FrameFolder, VideoFile, folder_frame_indices, probe, snippet_starts,
                      video_frame_indices)
@@ -251,6 +253,9 @@ def score_dives(inputs: list[DiveInput], *, checkpoint, store, annotations, dive
     fstore = FeatureStore(store)
     check_backbone(fstore, weights, random_init)
     model, ckpt = _load_model(checkpoint, layout, decode, device, fstore.num_snippets)
+    # the exemplars' features must come from the kind of store the checkpoint was trained on
+    check_store(ckpt, store_identity(fstore), checkpoint_path=checkpoint, store_path=store,
+                log=lambda line: print(line, file=sys.stderr))
     L = getattr(model, "num_transitions", 2)
     ann = as_annotations(annotations, L)
     dn, ex_keys = pick_exemplars(ann, fstore, dive_number, voter_number, seed)

@@ -115,8 +115,21 @@ def write_outputs(run, out_dir: str) -> list[str]:
     return [path] + written
 
 
+def check_options(args) -> None:
+    """Range checks before anything is loaded."""
+    from ..options import int_at_least
+    int_at_least("voter-number", args.voter_number, 1)
+    int_at_least("seed", args.seed, 0)
+    for name in ("start", "end", "view"):
+        if getattr(args, name) is not None:
+            int_at_least(name, getattr(args, name), 0)
+    if args.threads is not None:
+        int_at_least("threads", args.threads, 1)
+
+
 def body(args) -> int:
     from . import collect_inputs, score_dives
+    check_options(args)
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)

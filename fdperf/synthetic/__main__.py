@@ -44,6 +44,8 @@ def _main(args) -> int:
         raise UserError(f"--videos must be at least 1, got {args.videos}")
     if args.seed < 0:
         raise UserError(f"--seed must be >= 0, got {args.seed}")
+    if not 0 <= args.late_share <= 1:
+        raise UserError(f"--late-share must be between 0 and 1, got {args.late_share}")
     if not 0 < args.test_share < 1:
         raise UserError(f"--test-share must be between 0 and 1 (exclusive), got {args.test_share}")
     if args.workers is not None and args.workers < 1:

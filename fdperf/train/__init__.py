@@ -66,6 +66,7 @@ class TrainData:
     vote_rows: torch.Tensor
     vote_valid: torch.Tensor
     sampler: ExemplarSampler
+    eval_store_check: dict | None = None   # an allowed identity difference of --eval-store
 
 
 @dataclass
@@ -150,6 +151,7 @@ def prepare_data(store, ann, vocab: list, cfg: TrainConfig, maps: bool, identity
     0 when there is none.
     """
     store, feats, fmaps = load_store(store, device, maps=maps, view=cfg.view, all_views=True)
+    eval_check = None
     views = feats.shape[1] if feats.dim() == 4 else 1
     train_set = video_set(store, feats, fmaps, ann, ann.train_keys, vocab, device)
     if cfg.eval_store is not None:
@@ -162,6 +164,10 @@ def prepare_data(store, ann, vocab: list, cfg: TrainConfig, maps: bool, identity
             raise StoreMismatch(f"--eval-store {cfg.eval_store} differs from the training store "
                                 f"{store.path} ({'; '.join(diffs)}); pass --allow-store-mismatch "
                                 "to evaluate on it anyway")
+        if diffs:
+            log(f"warning: --eval-store {cfg.eval_store} differs from the training store: "
+                f"{'; '.join(diffs)} (allowed by --allow-store-mismatch)")
+            eval_check = {"status": "mismatch-allowed", "differences": diffs}
         estore, efeats, efmaps = load_store(estore, device, maps=maps)
     else:
         if views > 1:
@@ -179,7 +185,8 @@ def prepare_data(store, ann, vocab: list, cfg: TrainConfig, maps: bool, identity
     rows, valid = voting_exemplars(ann, ann.test_keys, ann.train_keys, m=cfg.voter_number,
                                    policy=policy, seed=cfg.seed)
     sampler = ExemplarSampler(ann, ann.train_keys, policy=policy, device=device)
-    return TrainData(vocab, views, train_set, test_set, exemplar_set, rows, valid, sampler)
+    return TrainData(vocab, views, train_set, test_set, exemplar_set, rows, valid, sampler,
+                     eval_check)
 
 
 def start_run(model, cfg: TrainConfig, store_path, store, out: Path, device) -> RunState:
@@ -410,6 +417,8 @@ def train(store_path, annotations, out_dir, *, config: TrainConfig | None = None
     if cfg.resume:  # all checks of the checkpoint before the store is loaded
         resume(state, store.path, cfg, device, log)
     data = prepare_data(store, ann, vocab, cfg, model.needs_maps, state.store_identity, device, log)
+    if data.eval_store_check is not None:
+        state.settings["eval_store_check"] = data.eval_store_check
     steps = build_steps(state, data, cfg, device, log)
     epochs = range(state.start_epoch, cfg.max_epoch)
     bar = _progress(epochs, cfg, state.start_epoch)
