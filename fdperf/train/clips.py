@@ -88,19 +88,24 @@ class FrameCache:
         self.flipped: dict[int, torch.Tensor] = {}           # rows with an asymmetric column table
         self.cached = np.zeros(len(self.keys), dtype=bool)
         self.decoded = 0                                     # videos decoded so far (for the log)
-        self._prep = _SquashPreparer(inputs, self.keys, options, device)
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fdperf-frames")
-        self._batch = options.batch_videos
+        self._prep = self._pool = None                       # inputs None: frames come from put()
+        if inputs is not None:
+            self._prep = _SquashPreparer(inputs, self.keys, options, device)
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fdperf-frames")
+            self._batch = options.batch_videos
 
     def close(self):
-        self._pool.shutdown(wait=True)
-        self._prep.close()
+        if self._prep is not None:
+            self._pool.shutdown(wait=True)
+            self._prep.close()
 
     def request(self, rows) -> Future | None:
         """Starts decoding the rows not cached yet (background thread); None when all are."""
         missing = sorted({int(r) for r in rows if not self.cached[int(r)]})
         if not missing:
             return None
+        if self._prep is None:
+            raise ValueError(f"{len(missing)} video(s) are not cached and this cache has no reader")
         return self._pool.submit(self._decode, missing)
 
     def _decode(self, rows: list[int]):
