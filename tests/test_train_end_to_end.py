@@ -228,3 +228,38 @@ def test_cli_refuses_missing_weights_and_inputs(tmp_path, dataset, capsys):
                            frames, "--random-init", "--lr_factor", "-1"]) == 2
     assert "--lr_factor" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "o")
+
+
+# ---- (d) torchrun: two CPU processes against one ----------------------------------------------
+
+def test_torchrun_two_processes_equal_one(tmp_path, dataset):
+    """Each rank runs I3D on its pair of the global batch of two; the gathered features give
+    every rank the one-process head and loss, and DDP's averaged I3D gradient is the
+    one-process gradient. Same weights up to float32 summation order (documented tolerance:
+    1e-5 relative per tensor after one Adam step)."""
+    import subprocess
+    import sys
+    from test_extract import REPO
+    ann, frames = dataset
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+           "-m", "fdperf.train", "--end-to-end", str(out), "--annotations", ann, "--frames-root",
+           frames, "--random-init", "--num-snippets", "1", "--device", "cpu", "--threads", "1",
+           "--max_epoch", "1", "--bs_train", "2", "--voter_number", "1", "--seed", "4"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one = train_end_to_end(ann, tmp_path / "one", log=lambda line: None, **_kw(frames, max_epoch=1, bs_train=2))
+    a, b = read_checkpoint(one.last_checkpoint), read_checkpoint(out / "last.pt")
+    assert b["settings"]["world_size"] == 2 and a["settings"]["world_size"] == 1
+    assert len((out / "train_log.jsonl").read_text().splitlines()) == 1     # rank 0 writes alone
+    for part in ("model", "i3d"):
+        for k, v in a[part].items():
+            if v.is_floating_point():
+                assert _rel(b[part][k].double(), v.double()) <= 1e-5, (part, k)
+    start = load_i3d(None, random_init=True, seed=4)[0].state_dict()
+    moved = [k for k, v in start.items() if "running" not in k and "num_batches" not in k
+             and "conv3d_0c" not in k and not torch.equal(v, b["i3d"][k])]
+    assert len(moved) > 200                                               # I3D was trained
+    assert b["history"][0]["loss"] == pytest.approx(a["history"][0]["loss"], rel=1e-5)
+    assert b["history"][0]["test"]["rho"] == pytest.approx(a["history"][0]["test"]["rho"], abs=1e-6)
