@@ -262,3 +262,56 @@ def test_torchrun_two_processes_equal_one(tmp_path, dataset):
     assert len(trained) == 171 and all(not torch.equal(start[k], b["i3d"][k]) for k in trained)
     assert b["history"][0]["loss"] == pytest.approx(a["history"][0]["loss"], rel=1e-5)
     assert b["history"][0]["test"]["rho"] == pytest.approx(a["history"][0]["test"]["rho"], abs=1e-6)
+
+
+def test_checkpoint_activations_give_the_same_gradients():
+    torch.manual_seed(0)
+    plain = EndToEnd(random_i3d(2), TSA(in_channels=1), [0]).train()
+    ckpt = copy.deepcopy(plain)
+    ckpt.checkpoint_activations = True
+    clips = torch.randn(2, 3, 16, 112, 112)
+    args = (torch.arange(2), torch.tensor([55.0, 60.0]), torch.tensor([[30, 70], [20, 60]]),
+            torch.zeros(2, dtype=torch.long), True)
+    plain(clips, *args)[0].backward()
+    ckpt(clips, *args)[0].backward()
+    theirs = dict(ckpt.named_parameters())
+    for name, p in plain.named_parameters():
+        if p.grad is not None:
+            assert torch.allclose(theirs[name].grad, p.grad, rtol=1e-5, atol=1e-7), name
+
+
+CUDA = torch.cuda.is_available()
+
+
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA device: bf16 autocast, channels_last_3d, DALI "
+                                     "mixed (nvJPEG) decoding and frames resident on the GPU")
+def test_cuda_paths(tmp_path, dataset):
+    from fdperf.train.end_to_end import EndToEndConfig, setup
+    ann, frames = dataset
+    kw = _kw(frames, device="cuda", bs_train=2, max_epoch=2,
+             decode=ExtractOptions(device="cuda", batch_videos=2, progress=False))
+    gpu = setup(EndToEndConfig(**kw).validate(), ann, torch.device("cuda"))
+    cpu = setup(EndToEndConfig(**_kw(frames)).validate(), ann, torch.device("cpu"))
+    try:
+        assert gpu.model.amp and gpu.model.channels_last
+        assert gpu.model.backbone.conv3d_1a_7x7.conv3d.weight.is_contiguous(memory_format=torch.channels_last_3d)
+        gpu.cache.ensure(range(4))
+        cpu.cache.ensure(range(4))
+        assert gpu.cache.frames.is_cuda and gpu.cache.frames.dtype == torch.uint8
+        # nvJPEG and libjpeg may round a few pixels differently
+        diff = (gpu.cache.frames.cpu().int() - cpu.cache.frames.int()).abs().float()
+        assert diff.mean() < 1.0, diff.mean()
+        clips = gpu.cache.test_clips([0, 1])
+        y = torch.tensor([55.0, 60.0], device="cuda")
+        gt = torch.tensor([[30, 70], [20, 60]], device="cuda")
+        args = (torch.arange(2, device="cuda"), y, gt, torch.zeros(2, dtype=torch.long, device="cuda"), True)
+        loss_bf16 = gpu.model(clips, *args)[1]
+        gpu.model.amp = False
+        loss_fp32 = gpu.model(clips, *args)[1]
+        assert abs(loss_bf16.item() - loss_fp32.item()) <= 0.05 * loss_fp32.item()
+    finally:
+        gpu.cache.close()
+        cpu.cache.close()
+    result = train_end_to_end(ann, tmp_path / "gpu", log=lambda line: None, **kw)
+    assert [h["decoded_videos"] for h in result.history] == [2, 0]
+    assert all(np.isfinite(h["loss"]) for h in result.history) and "rho" in result.last
