@@ -215,6 +215,21 @@ def test_resume_equals_uninterrupted_and_export(tmp_path, dataset):
     assert torch.equal(loaded.conv3d_1a_7x7.conv3d.weight, a["i3d"]["conv3d_1a_7x7.conv3d.weight"])
 
 
+def test_load_i3d_reads_a_reference_last_pth(tmp_path):
+    """`fdperf extract --weights last.pth`: base_model keys are `module.backbone.*` (the reference's
+    wrapper), and the reference stores numpy scalars next to them (rho_best)."""
+    from fdperf.tsa.checkpoint import export_reference_checkpoint
+    state = random_i3d(3).state_dict()
+    path = export_reference_checkpoint(TSA(in_channels=1), tmp_path / "last.pth", i3d_state=state)
+    obj = torch.load(path, weights_only=True)
+    assert all(k.startswith("module.backbone.") for k in obj["base_model"])
+    obj["rho_best"] = np.float64(0.91)
+    torch.save(obj, path)
+    loaded, _ = load_i3d(path)
+    for k, v in loaded.state_dict().items():
+        assert torch.equal(v, state[k]), k
+
+
 def test_cli_refuses_missing_weights_and_inputs(tmp_path, dataset, capsys):
     ann, frames = dataset
     assert train_cli.main(["--end-to-end", str(tmp_path / "o"), "--annotations", ann,
