@@ -18,6 +18,7 @@ from fdperf.features import FeatureStore
 from fdperf.train import __main__ as train_cli
 from fdperf.train.clips import CENTRE_TOP, Draw, FrameCache, mirror_symmetric
 from fdperf.train.e2e_model import EndToEnd, optimizer_groups
+from fdperf.options import ConfigError
 from fdperf.train.end_to_end import export_reference, train_end_to_end
 from fdperf.tsa import TSA
 from fdperf.tsa.checkpoint import import_reference_checkpoint, read_checkpoint
@@ -201,6 +202,9 @@ def test_resume_equals_uninterrupted_and_export(tmp_path, dataset):
     assert [h["loss"] for h in full.history] == [h["loss"] for h in resumed.history]
     assert full.last == resumed.last and "rho" in full.last
     assert [h["decoded_videos"] for h in full.history] == [2, 0]   # epoch 2 decodes nothing
+    with pytest.raises(ConfigError, match="--lr_factor: checkpoint 0.1, now 0.2"):
+        train_end_to_end(ann, tmp_path / "cut", resume=True, log=lambda line: None,
+                         **dict(kw, lr_factor=0.2, max_epoch=3))
     # the I3D weights moved, and the exported reference checkpoint holds them
     start, _ = load_i3d(None, random_init=True, seed=4)
     assert not torch.equal(start.mixed_5c.branch_0.conv3d.weight, a["i3d"]["mixed_5c.branch_0.conv3d.weight"])
