@@ -25,19 +25,34 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def _i3d_state(obj, path: str) -> dict:
-    """The I3D tensors of a loaded file: a plain state dict, or `base_model` of a TSA checkpoint."""
+    """The I3D tensors of a loaded file: a plain state dict, `base_model` of a reference TSA
+    checkpoint or `i3d` of an fdperf end-to-end checkpoint."""
     if not isinstance(obj, dict):
         raise WeightsError(f"{path}: expected a state dict, found {type(obj).__name__}")
+    prefixes = ("module.",)
     if "base_model" in obj and isinstance(obj["base_model"], dict):
-        obj = obj["base_model"]
+        # the reference's base_model wraps I3D as `backbone` (keys `module.backbone.*`)
+        obj, prefixes = obj["base_model"], ("module.", "backbone.")
+    elif "i3d" in obj and isinstance(obj["i3d"], dict):  # an fdperf end-to-end checkpoint
+        obj = obj["i3d"]
     elif "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     state = {}
     for k, v in obj.items():
         if not isinstance(k, str) or not torch.is_tensor(v):
             raise WeightsError(f"{path}: entry {k!r} is not a named tensor; not an I3D state dict")
-        state[k[len("module."):] if k.startswith("module.") else k] = v
+        for p in prefixes:
+            k = k[len(p):] if k.startswith(p) else k
+        state[k] = v
     return state
+
+
+def _numpy_scalar_globals():
+    import numpy as np
+    scalar = np._core.multiarray.scalar
+    return [(scalar, "numpy.core.multiarray.scalar"), (scalar, "numpy._core.multiarray.scalar"),
+            np.dtype, type(np.dtype(np.float64)), type(np.dtype(np.float32)),
+            type(np.dtype(np.int64))]
 
 
 def _listing(names: list[str], limit: int = 8) -> str:
@@ -102,7 +117,9 @@ def load_i3d(weights: str | os.PathLike | None = None, *, random_init: bool = Fa
     if not os.path.isfile(path):
         raise WeightsError(f"I3D weights file not found: {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        # a reference last.pth also holds numpy float64 scalars (rho_best, ...): admit exactly those
+        with torch.serialization.safe_globals(_numpy_scalar_globals()):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # not a torch file, truncated, or holds non-tensor objects
         raise WeightsError(f"{path}: cannot be read as a tensor-only torch file ({e})") from e
     model = I3D()

@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "the checkpoint")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--end-to-end", action="store_true",
+                   help="train I3D with the head on frames or videos instead of on a store "
+                        "(its own options: python -m fdperf.train --end-to-end --help)")
     return p
 
 
@@ -99,6 +102,10 @@ def body(args) -> int:
 
 
 def main(argv=None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if "--end-to-end" in args:  # end-to-end training has its own inputs and options
+        from .e2e_cli import main as end_to_end_main
+        return end_to_end_main([a for a in args if a != "--end-to-end"])
     return cli.run(build_parser(), body, argv)
 
 
