@@ -1,4 +1,5 @@
 #include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -12,6 +13,7 @@ namespace {
 template <typename scalar_t>
 void window_argmax_cpu_impl(const at::Tensor& probs, at::Tensor& out, int64_t window,
                             int64_t min_index) {
+  using acc_t = at::opmath_type<scalar_t>;  // double stays double
   const auto p = probs.accessor<scalar_t, 3>();  // strided access: no copy of probs
   auto o = out.accessor<int64_t, 2>();
   const int64_t B = probs.size(0), K = probs.size(2);
@@ -19,10 +21,11 @@ void window_argmax_cpu_impl(const at::Tensor& probs, at::Tensor& out, int64_t wi
     for (int64_t i = begin; i < end; ++i) {
       const int64_t b = i / K, k = i % K, t0 = window * k;
       // Same tie and NaN rule as torch.argmax: the first maximum wins, NaN beats any number.
+      // Compared in the input's precision (float for half/bfloat16, which widen exactly).
       int64_t best = t0;
-      float best_v = static_cast<float>(p[b][t0][k]);
+      acc_t best_v = static_cast<acc_t>(p[b][t0][k]);
       for (int64_t t = t0 + 1; t < t0 + window; ++t) {
-        const float v = static_cast<float>(p[b][t][k]);
+        const acc_t v = static_cast<acc_t>(p[b][t][k]);
         if (std::isnan(best_v)) break;
         if (std::isnan(v) || v > best_v) {
           best = t;
