@@ -2,6 +2,8 @@
 
 #include <ATen/core/dispatch/Dispatcher.h>
 
+#include <cmath>
+
 namespace fdperf {
 
 std::tuple<at::Tensor, at::Tensor> step_attention(const at::Tensor& q, const at::Tensor& k,
@@ -58,10 +60,18 @@ void check_step_attention_args(const at::Tensor& q, const at::Tensor& k, const a
                 idx.scalar_type());
     TORCH_CHECK(idx.device() == q.device(), "step_attention: index is on ", idx.device(),
                 " but q is on ", q.device());
+    // A shape check (no look at the values, so no device sync): with no k/v rows, any index
+    // is out of range.
+    TORCH_CHECK(idx.numel() == 0 || k.size(0) > 0, "step_attention: index has N = ",
+                idx.size(0), " entries but k and v have E = 0 rows: every index is out of range");
   } else {
     TORCH_CHECK(k.size(0) == q.size(0), "step_attention: without index, k and v need one row per "
                 "query row (E == N), got E = ", k.size(0), " and N = ", q.size(0));
   }
+}
+
+void fill_empty_head_lse(at::Tensor& lse, const at::Tensor& q, const at::Tensor& k) {
+  if (q.size(4) == 0 && lse.numel() > 0) lse.fill_(std::log(static_cast<double>(k.size(3))));
 }
 
 void check_step_attention_backward_args(const at::Tensor& grad_out, const at::Tensor& q,

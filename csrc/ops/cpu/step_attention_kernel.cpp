@@ -460,7 +460,10 @@ std::tuple<at::Tensor, at::Tensor> step_attention_cpu(const at::Tensor& q, const
   check_cpu(q, index, k.size(0));
   auto out = at::empty(q.sizes(), q.options().memory_format(at::MemoryFormat::Contiguous));
   auto lse = at::empty(q.sizes().slice(0, 4), q.options().dtype(lse_dtype(q.scalar_type())));
-  if (out.numel() == 0) return {out, lse};
+  if (out.numel() == 0) {
+    fill_empty_head_lse(lse, q, k);
+    return {out, lse};
+  }
   at::Tensor holder;
   const int64_t* idx = index_ptr(index, holder);
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "step_attention_cpu", [&] {
