@@ -42,8 +42,8 @@ FD_TEST(step_attention_backward_matches_autograd_of_oracle) {
   auto g = at::randn_like(ref);
   ref.backward(g);
   auto [out, lse] = fdperf::step_attention(q.detach(), k.detach(), v.detach(), index, 0.5);
-  auto [dq, dk, dv] = fdperf::step_attention_backward(g, q.detach(), k.detach(), v.detach(),
-                                                      index, out, lse, 0.5);
+  auto [dq, dk, dv] =
+      fdperf::step_attention_backward(g, q.detach(), k.detach(), v.detach(), index, out, lse, 0.5);
   FD_EXPECT(at::allclose(dq, q.grad(), 1e-10, 1e-10));
   FD_EXPECT(at::allclose(dk, k.grad(), 1e-10, 1e-10));
   FD_EXPECT(at::allclose(dv, v.grad(), 1e-10, 1e-10));

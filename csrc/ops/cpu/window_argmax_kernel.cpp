@@ -13,7 +13,7 @@ namespace {
 template <typename scalar_t>
 void window_argmax_cpu_impl(const at::Tensor& probs, at::Tensor& out, int64_t window,
                             int64_t min_index) {
-  using acc_t = at::opmath_type<scalar_t>;  // double stays double
+  using acc_t = at::opmath_type<scalar_t>;       // double stays double
   const auto p = probs.accessor<scalar_t, 3>();  // strided access: no copy of probs
   auto o = out.accessor<int64_t, 2>();
   const int64_t B = probs.size(0), K = probs.size(2);
@@ -41,9 +41,9 @@ at::Tensor window_argmax_cpu(const at::Tensor& probs, int64_t window, int64_t mi
   check_window_argmax_args(probs, window, min_index);
   auto out = at::empty({probs.size(0), probs.size(2)}, probs.options().dtype(at::kLong));
   if (out.numel() == 0) return out;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, probs.scalar_type(),
-                                  "window_argmax_cpu",
-                                  [&] { window_argmax_cpu_impl<scalar_t>(probs, out, window, min_index); });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, probs.scalar_type(), "window_argmax_cpu",
+      [&] { window_argmax_cpu_impl<scalar_t>(probs, out, window, min_index); });
   return out;
 }
 

@@ -71,7 +71,7 @@ __global__ void forward_kernel(Tile5<scalar_t> q, Tile5<scalar_t> k, Tile5<scala
                                acc_t* __restrict__ lse, Dims dm, acc_t scale) {
   extern __shared__ unsigned char smem_raw[];
   acc_t* sc = reinterpret_cast<acc_t*>(smem_raw);  // [rows][Lk]
-  acc_t* inv = sc + dm.rows * dm.Lk;                // [rows]
+  acc_t* inv = sc + dm.rows * dm.Lk;               // [rows]
   const int64_t task = blockIdx.x;
   const int64_t n = task / (dm.H * dm.S), h = (task / dm.S) % dm.H, s = task % dm.S;
   const int64_t e = kv_row(index, n, dm.E);
@@ -112,7 +112,8 @@ __global__ void forward_kernel(Tile5<scalar_t> q, Tile5<scalar_t> k, Tile5<scala
       const int64_t i = x / dm.D, d = x % dm.D;
       const acc_t* row = sc + i * dm.Lk;
       acc_t acc = 0;
-      for (int64_t j = 0; j < dm.Lk; ++j) acc += row[j] * static_cast<acc_t>(vt[j * v.s3 + d * v.s4]);
+      for (int64_t j = 0; j < dm.Lk; ++j)
+        acc += row[j] * static_cast<acc_t>(vt[j * v.s3 + d * v.s4]);
       out[(task * dm.Lq + i0 + i) * dm.D + d] = static_cast<scalar_t>(acc * inv[i]);
     }
     __syncthreads();
@@ -127,7 +128,7 @@ __global__ void backward_kernel(Tile5<scalar_t> go, Tile5<scalar_t> q, Tile5<sca
                                 acc_t* __restrict__ dv, Dims dm, acc_t scale) {
   extern __shared__ unsigned char smem_raw[];
   acc_t* ps = reinterpret_cast<acc_t*>(smem_raw);  // [rows][Lk] probabilities, then dS
-  acc_t* delta = ps + dm.rows * dm.Lk;              // [rows] dO_i . O_i
+  acc_t* delta = ps + dm.rows * dm.Lk;             // [rows] dO_i . O_i
   const int64_t task = blockIdx.x;
   const int64_t n = task / (dm.H * dm.S), h = (task / dm.S) % dm.H, s = task % dm.S;
   const int64_t e = kv_row(index, n, dm.E);
@@ -232,16 +233,17 @@ std::tuple<at::Tensor, at::Tensor> step_attention_cuda(const at::Tensor& q, cons
   }
   at::Tensor idx = index.has_value() ? index->contiguous() : at::Tensor();
   auto stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "step_attention_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    Dims dm{q.size(1), q.size(2), q.size(3), k.size(3), q.size(4), k.size(0), 0};
-    dm.rows = rows_per_chunk(dm.Lq, dm.Lk, sizeof(acc_t));
-    const size_t smem = (dm.rows * dm.Lk + dm.rows) * sizeof(acc_t);
-    forward_kernel<scalar_t, acc_t><<<static_cast<unsigned>(tasks), kThreads, smem, stream>>>(
-        tile_of<scalar_t>(q), tile_of<scalar_t>(k), tile_of<scalar_t>(v),
-        idx.defined() ? idx.data_ptr<int64_t>() : nullptr, out.data_ptr<scalar_t>(),
-        lse.data_ptr<acc_t>(), dm, static_cast<acc_t>(scale));
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, q.scalar_type(), "step_attention_cuda", [&] {
+        using acc_t = at::opmath_type<scalar_t>;
+        Dims dm{q.size(1), q.size(2), q.size(3), k.size(3), q.size(4), k.size(0), 0};
+        dm.rows = rows_per_chunk(dm.Lq, dm.Lk, sizeof(acc_t));
+        const size_t smem = (dm.rows * dm.Lk + dm.rows) * sizeof(acc_t);
+        forward_kernel<scalar_t, acc_t><<<static_cast<unsigned>(tasks), kThreads, smem, stream>>>(
+            tile_of<scalar_t>(q), tile_of<scalar_t>(k), tile_of<scalar_t>(v),
+            idx.defined() ? idx.data_ptr<int64_t>() : nullptr, out.data_ptr<scalar_t>(),
+            lse.data_ptr<acc_t>(), dm, static_cast<acc_t>(scale));
+      });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return {out, lse};
 }
@@ -265,18 +267,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> step_attention_backward_cuda(
     at::Tensor idx = index.has_value() ? index->contiguous() : at::Tensor();
     const auto lse_c = lse.contiguous();
     auto stream = c10::cuda::getCurrentCUDAStream();
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "step_attention_backward_cuda", [&] {
-      using acc_t = at::opmath_type<scalar_t>;
-      Dims dm{q.size(1), q.size(2), q.size(3), k.size(3), q.size(4), k.size(0), 0};
-      dm.rows = rows_per_chunk(dm.Lq, dm.Lk, sizeof(acc_t));
-      const size_t smem = (dm.rows * dm.Lk + dm.rows) * sizeof(acc_t);
-      backward_kernel<scalar_t, acc_t><<<static_cast<unsigned>(tasks), kThreads, smem, stream>>>(
-          tile_of<scalar_t>(grad_out), tile_of<scalar_t>(q), tile_of<scalar_t>(k),
-          tile_of<scalar_t>(v), tile_of<scalar_t>(out),
-          idx.defined() ? idx.data_ptr<int64_t>() : nullptr, lse_c.data_ptr<acc_t>(),
-          dq.data_ptr<scalar_t>(), dk_acc.data_ptr<acc_t>(), dv_acc.data_ptr<acc_t>(), dm,
-          static_cast<acc_t>(scale));
-    });
+    AT_DISPATCH_FLOATING_TYPES_AND2(
+        at::kHalf, at::kBFloat16, q.scalar_type(), "step_attention_backward_cuda", [&] {
+          using acc_t = at::opmath_type<scalar_t>;
+          Dims dm{q.size(1), q.size(2), q.size(3), k.size(3), q.size(4), k.size(0), 0};
+          dm.rows = rows_per_chunk(dm.Lq, dm.Lk, sizeof(acc_t));
+          const size_t smem = (dm.rows * dm.Lk + dm.rows) * sizeof(acc_t);
+          backward_kernel<scalar_t, acc_t>
+              <<<static_cast<unsigned>(tasks), kThreads, smem, stream>>>(
+                  tile_of<scalar_t>(grad_out), tile_of<scalar_t>(q), tile_of<scalar_t>(k),
+                  tile_of<scalar_t>(v), tile_of<scalar_t>(out),
+                  idx.defined() ? idx.data_ptr<int64_t>() : nullptr, lse_c.data_ptr<acc_t>(),
+                  dq.data_ptr<scalar_t>(), dk_acc.data_ptr<acc_t>(), dv_acc.data_ptr<acc_t>(), dm,
+                  static_cast<acc_t>(scale));
+        });
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
   return {dq, dk_acc.to(k.scalar_type()).contiguous(), dv_acc.to(v.scalar_type()).contiguous()};

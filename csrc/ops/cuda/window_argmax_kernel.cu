@@ -48,12 +48,12 @@ at::Tensor window_argmax_cuda(const at::Tensor& probs, int64_t window, int64_t m
   auto out = at::empty({probs.size(0), probs.size(2)}, probs.options().dtype(at::kLong));
   if (n == 0) return out;
   auto stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, probs.scalar_type(),
-                                  "window_argmax_cuda", [&] {
-    window_argmax_kernel<scalar_t><<<static_cast<unsigned>(blocks), threads, 0, stream>>>(
-        probs.data_ptr<scalar_t>(), out.data_ptr<int64_t>(), probs.size(0), probs.size(2),
-        probs.stride(0), probs.stride(1), probs.stride(2), window, min_index);
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, probs.scalar_type(), "window_argmax_cuda", [&] {
+        window_argmax_kernel<scalar_t><<<static_cast<unsigned>(blocks), threads, 0, stream>>>(
+            probs.data_ptr<scalar_t>(), out.data_ptr<int64_t>(), probs.size(0), probs.size(2),
+            probs.stride(0), probs.stride(1), probs.stride(2), window, min_index);
+      });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return out;
 }
