@@ -235,7 +235,8 @@ if torch.cuda.is_available():
 # What the later steps import (reported, not fatal here: the dali step installs every wheel
 # in the parts, so missing packages can travel with DALI's).
 import importlib
-for mod in ("nvidia.dali", "pytest", "pytest_benchmark", "numpy", "h5py", "av", "PIL", "yaml"):
+for mod in ("nvidia.dali", "pytest", "pytest_benchmark", "numpy", "h5py", "av", "PIL", "yaml",
+            "pip", "setuptools", "ninja"):
     try:
         m = importlib.import_module(mod)
         print(f"{mod} {getattr(m, '__version__', '?')}")
@@ -253,7 +254,27 @@ step_dali_install() {  # step_dali_install PARTS_DIR WORK_DIR SITE
   mkdir -p "$work/whl" "$site"
   cat "$parts"/p_* | tar xf - -C "$work/whl" || return 1
   ls -l "$work/whl"
-  "$PYTHON" -m pip install -q --no-index --no-deps --target "$site" "$work"/whl/*.whl || return 1
+  if "$PYTHON" -m pip --version >/dev/null 2>&1; then
+    "$PYTHON" -m pip install -q --no-index --no-deps --target "$site" "$work"/whl/*.whl || return 1
+  else  # no pip on the machine: a wheel is a zip laid out for site-packages
+    echo "no pip for $PYTHON: unpacking the wheels into $site"
+    "$PYTHON" - "$site" "$work"/whl/*.whl <<'PYEOF' || return 1
+import glob, os, shutil, sys, zipfile
+site = sys.argv[1]
+for wheel in sys.argv[2:]:
+    with zipfile.ZipFile(wheel) as z:
+        z.extractall(site)
+        for info in z.infolist():  # keep the executable bits of bundled binaries
+            mode = info.external_attr >> 16
+            if mode:
+                os.chmod(os.path.join(site, info.filename), mode)
+for data in glob.glob(os.path.join(site, "*.data")):
+    for scheme in ("purelib", "platlib"):
+        src = os.path.join(data, scheme)
+        if os.path.isdir(src):
+            shutil.copytree(src, site, dirs_exist_ok=True)
+PYEOF
+  fi
   rm -rf "$work/whl"
   PYTHONPATH=$site${PYTHONPATH:+:$PYTHONPATH} \
     LD_LIBRARY_PATH=$site/nvidia/nvjpeg/lib:$site/nvidia/nvimgcodec${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} \

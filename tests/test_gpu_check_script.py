@@ -118,7 +118,8 @@ def make_wheel(folder, version):
     return name
 
 
-def test_dali_installed_from_wheel_parts(tmp_path):
+@pytest.mark.parametrize("pip", [True, False], ids=["pip", "no-pip"])
+def test_dali_installed_from_wheel_parts(tmp_path, pip):
     # Parts made as shared/scripts/dali-wheels.sh makes them: tar of the wheels, split.
     wheels = tmp_path / "wheels"
     wheels.mkdir()
@@ -129,12 +130,16 @@ def test_dali_installed_from_wheel_parts(tmp_path):
     subprocess.run(["split", "-b", "300", "-", str(parts / "p_")], input=tar.stdout, check=True)
     assert len(list(parts.glob("p_*"))) > 1
     out = tmp_path / "out"
+    python = sys.executable if pip else fake_python(
+        tmp_path, f'[ "$1 $2" = "-m pip" ] && exit 1\nexec {sys.executable} "$@"')
     proc = run("--steps", "dali", "--dali-parts", str(tmp_path / "dali"), "--out", str(out),
-               env={"TMPDIR": str(tmp_path)})
+               python=python, env={"TMPDIR": str(tmp_path)})
     assert proc.returncode == 0, (out / "dali.log").read_text()
     _, steps = summary(out)
     assert steps["dali"]["status"] == "ok"
-    assert "dali 0.0.7" in (out / "dali.log").read_text()
+    log = (out / "dali.log").read_text()
+    assert "dali 0.0.7" in log
+    assert ("no pip" in log) != pip
 
 
 def bench_json(path, machine, benches):
