@@ -8,7 +8,11 @@ directions, C = 64, T = 96, S = (4, 4), L = 2, points = 5; attention N = 16, H =
 Lq = 5, Lk = 80, D = 8) and voting (E = 3000 cached exemplar rows, N = 7490 pairs).
 
 Run: pytest benchmarks --benchmark-only   (add --benchmark-json=out.json to keep the numbers)
+FDPERF_BENCH_SMALL=1 shrinks the voting shapes (N = 749, E = 300) and the rounds to a smoke run
+(benchmarks/gpu_check.sh --cpu-dry-run uses it); the default is the full sizes above.
 """
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -18,7 +22,9 @@ from fdperf.ops.reference import (segment_resample_batched, segment_resample_ref
                                   segment_tokens_reference, step_attention_reference)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-FAST, SLOW = 50, 3  # rounds for the fused/batched versions and for the slow references
+SMALL = os.environ.get("FDPERF_BENCH_SMALL", "0") == "1"
+# rounds for the fused/batched versions and for the slow references
+FAST, SLOW = (2, 1) if SMALL else (50, 3)
 
 
 def sync():
@@ -107,7 +113,7 @@ ATTENTION = {
     "eager_gathered": lambda q, k, v, i: step_attention_reference(q, k, v, i),
     "sdpa_gathered": sdpa_gathered,
 }
-SHAPES = {"training": (16, 16, False), "voting": (7490, 3000, True)}
+SHAPES = {"training": (16, 16, False), "voting": (749, 300, True) if SMALL else (7490, 3000, True)}
 
 
 @pytest.mark.parametrize("impl", list(ATTENTION))
@@ -131,4 +137,4 @@ def test_step_attention_forward_backward(benchmark, shape, impl):
     def step():
         q.grad = k.grad = v.grad = None
         fn(q, k, v, index).backward(grad)
-    run(benchmark, step, FAST if shape == "training" else 2)
+    run(benchmark, step, FAST if shape == "training" else min(SLOW, 2))

@@ -10,12 +10,15 @@ TORCH_LIBRARY(fdperf, m) {
   // each linearly resampled (align_corners) to `points` frames. tokens=True writes the
   // decoder layout [B, L+1, points*prod(S), C] instead of [B, C, (L+1)*points, *S].
   m.def("segment_resample(Tensor x, Tensor bounds, int points, bool tokens=False) -> Tensor");
-  m.def("segment_resample_backward(Tensor grad, Tensor bounds, int points, bool tokens, "
-        "SymInt[] x_size, SymInt[] x_stride) -> Tensor");
+  m.def(
+      "segment_resample_backward(Tensor grad, Tensor bounds, int points, bool tokens, "
+      "SymInt[] x_size, SymInt[] x_stride) -> Tensor");
   // Step-wise cross-attention (DESIGN §3): softmax(q k[index]^T * scale) v[index] per step;
   // also returns the log-sum-exp of the scaled scores [N, H, S, Lq] for the backward.
-  m.def("step_attention(Tensor q, Tensor k, Tensor v, Tensor? index, float scale) "
-        "-> (Tensor, Tensor)");
-  m.def("step_attention_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor? index, "
-        "Tensor out, Tensor lse, float scale) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "step_attention(Tensor q, Tensor k, Tensor v, Tensor? index, float scale) "
+      "-> (Tensor, Tensor)");
+  m.def(
+      "step_attention_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor? index, "
+      "Tensor out, Tensor lse, float scale) -> (Tensor, Tensor, Tensor)");
 }

@@ -1,4 +1,5 @@
 """fdperf.ops.step_attention against the plain matmul-softmax-matmul reference."""
+import math
 import subprocess
 import sys
 
@@ -160,6 +161,8 @@ BAD = [
     (lambda: (*qkv(), torch.tensor([0, 1], dtype=torch.int32)), "index must be int64"),
     (lambda: (*qkv(), torch.tensor([0, 2])), "index\\[1\\] = 2 is out of range.*E = 2"),
     (lambda: (*qkv(), torch.tensor([-1, 0])), "index\\[0\\] = -1 is out of range"),
+    (lambda: (*qkv(E=0), torch.tensor([0, 0])),
+     "index has N = 2 entries but k and v have E = 0 rows"),
 ]
 
 
@@ -168,6 +171,73 @@ def test_validation_errors(make, message):
     q, k, v, index = make()
     with pytest.raises(RuntimeError, match=message):
         step_attention(q, k, v, index)
+
+
+def test_empty_k_with_empty_index_is_fine():
+    q, k, v = qkv(N=0, E=0)
+    out = step_attention(q, k, v, torch.zeros(0, dtype=torch.long))
+    assert out.shape == q.shape
+
+
+def check_empty_head_dim(device, dtype):
+    # D == 0: every score is 0, softmax is uniform, lse = log(Lk); out and every gradient have
+    # an empty last dim.
+    N, E, Lk = 3, 2, 7
+    q = torch.zeros(N, 2, 3, 5, 0, dtype=dtype, device=device, requires_grad=True)
+    k = torch.zeros(E, 2, 3, Lk, 0, dtype=dtype, device=device, requires_grad=True)
+    v = torch.zeros(E, 2, 3, Lk, 0, dtype=dtype, device=device, requires_grad=True)
+    index = torch.tensor([1, 0, 1], device=device)
+    out, lse = torch.ops.fdperf.step_attention(q, k, v, index, 0.5)
+    assert out.shape == (N, 2, 3, 5, 0) and out.dtype == dtype
+    lse_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    assert lse.shape == (N, 2, 3, 5) and lse.dtype == lse_dtype
+    torch.testing.assert_close(lse, torch.full_like(lse, math.log(Lk)))
+    step_attention(q, k, v, index, scale=0.5).sum().backward()  # D ** -0.5 is undefined
+    assert q.grad.shape == q.shape and k.grad.shape == k.shape and v.grad.shape == v.shape
+    dq, dk, dv = torch.ops.fdperf.step_attention_backward(out, q, k, v, index, out, lse, 0.5)
+    assert dq.shape == q.shape and dk.shape == k.shape and dv.shape == v.shape
+    args = (q.detach().requires_grad_(), k.detach().requires_grad_(),
+            v.detach().requires_grad_(), index, 0.5)
+    torch.library.opcheck(torch.ops.fdperf.step_attention.default, args)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_empty_head_dim_gives_uniform_lse(dtype):
+    check_empty_head_dim("cpu", dtype)
+
+
+def long_key_sample(Lk, dtype, device="cpu"):
+    """Lk keys, k/v rows used by several query rows (voting-like index with repeats)."""
+    gen = torch.Generator().manual_seed(Lk)
+    q, k, v = make_qkv(7, 3, 2, 2, 5, Lk, 8, "contiguous", dtype, gen, device)
+    index = torch.tensor([2, 0, 2, 2, 0, 2, 0], device=device)  # row 1 unused
+    return q, k, v, index
+
+
+def test_long_key_set_with_repeated_index_rows():
+    q, k, v, index = long_key_sample(3000, torch.float64)
+    got, want, g_got, g_want = run_both(q, k, v, index)
+    torch.testing.assert_close(got, want)
+    for a, b, name in zip(g_got, g_want, "qkv"):
+        torch.testing.assert_close(a, b, msg=lambda m: f"d{name}: {m}")
+
+
+def test_deterministic_mode_is_supported_and_reproducible_on_cpu():
+    # The CPU backward groups the queries by k/v row (no atomics), so it needs no alert and
+    # gives bit-identical gradients run after run.
+    q, k, v, index = sample(SAMPLES[1], torch.float32)
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        grads = []
+        for _ in range(2):
+            leaves = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+            step_attention(*leaves, index=index).square().sum().backward()
+            grads.append([t.grad for t in leaves])
+    finally:
+        torch.use_deterministic_algorithms(before)
+    for a, b in zip(*grads):
+        assert torch.equal(a, b)
 
 
 def test_backward_validation_errors():
@@ -219,6 +289,78 @@ def test_cuda_low_precision_error_at_most_twice_reference(dtype, with_index):
     base.backward(grad.to(dtype))
     for a, b, c in zip(lo, ref_lo, ref):
         assert (a.grad.float() - c.grad).abs().max() <= 2 * (b.grad.float() - c.grad).abs().max() + 1e-5
+
+
+@needs_cuda
+@pytest.mark.parametrize("Lk,dtype", [
+    (3000, torch.float32), (3000, torch.float64),
+    # 5,120..10,239 float32 keys: accepted by the forward; the backward used to refuse them.
+    (6000, torch.float32), (10239, torch.float32), (5119, torch.float64),
+], ids=["3000-fp32", "3000-fp64", "6000-fp32", "10239-fp32", "5119-fp64"])
+def test_cuda_long_key_set_with_repeated_index_rows(Lk, dtype):
+    q, k, v, index = long_key_sample(Lk, dtype, device="cuda")
+    got, want, g_got, g_want = run_both(q, k, v, index)
+    tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {}
+    torch.testing.assert_close(got, want, **tol)
+    for a, b, name in zip(g_got, g_want, "qkv"):
+        torch.testing.assert_close(a, b, **tol, msg=lambda m: f"d{name}: {m}")
+
+
+@needs_cuda
+def test_cuda_more_keys_than_shared_memory_is_refused_by_name():
+    q, k, v, _ = long_key_sample(10240, torch.float32, device="cuda")
+    with pytest.raises(RuntimeError, match="step_attention: Lk = 10240 keys do not fit"):
+        step_attention(q, k, v)
+
+
+@needs_cuda
+def test_cuda_deterministic_mode_alerts_on_the_atomic_backward():
+    q, k, v, index = sample(SAMPLES[1], torch.float32, device="cuda")
+    before = torch.are_deterministic_algorithms_enabled()
+    warn_before = torch.is_deterministic_algorithms_warn_only_enabled()
+    try:
+        torch.use_deterministic_algorithms(True)
+        leaves = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+        loss = step_attention(*leaves, index=index).sum()  # the forward is deterministic
+        with pytest.raises(RuntimeError, match="step_attention_backward \\(CUDA, with index\\)"):
+            loss.backward()
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        leaves = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+        with pytest.warns(UserWarning, match="step_attention_backward \\(CUDA, with index\\)"):
+            step_attention(*leaves, index=index).sum().backward()
+        torch.use_deterministic_algorithms(True)
+        # Without index a block owns its k/v tile (plain adds): no alert.
+        q2, k2, v2, _ = sample(SAMPLES[0], torch.float32, device="cuda")
+        leaves = [t.detach().clone().requires_grad_() for t in (q2, k2, v2)]
+        step_attention(*leaves).sum().backward()
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=warn_before)
+
+
+@needs_cuda
+def test_cuda_empty_k_with_index_raises_like_the_cpu():
+    q, k, v = (t.cuda() for t in qkv(E=0))
+    with pytest.raises(RuntimeError, match="index has N = 2 entries but k and v have E = 0 rows"):
+        step_attention(q, k, v, torch.tensor([0, 0], device="cuda"))
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cuda_empty_head_dim_gives_uniform_lse(dtype):
+    check_empty_head_dim("cuda", dtype)
+
+
+@needs_cuda
+def test_cuda_grid_size_overflow_is_refused_by_name():
+    # 2^31 (row, head, step) tasks, one block each, exceed CUDA's grid; expanded (stride-0)
+    # tensors make the shapes without the memory, and the check comes before any allocation.
+    n = 2 ** 31
+    q = torch.zeros(1, 1, 1, 1, 8, device="cuda").expand(n, 1, 1, 1, 8)
+    with pytest.raises(RuntimeError, match="step_attention: N x H x S = 2147483648"):
+        torch.ops.fdperf.step_attention(q, q, q, None, 1.0)
+    lse = torch.zeros(1, 1, 1, 1, device="cuda").expand(n, 1, 1, 1)
+    with pytest.raises(RuntimeError, match="step_attention_backward: N x H x S = 2147483648"):
+        torch.ops.fdperf.step_attention_backward(q, q, q, q, None, q, lse, 1.0)
 
 
 @needs_cuda

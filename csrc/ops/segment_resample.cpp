@@ -17,11 +17,10 @@ at::Tensor segment_resample(const at::Tensor& x, const at::Tensor& bounds, int64
 at::Tensor segment_resample_backward(const at::Tensor& grad, const at::Tensor& bounds,
                                      int64_t points, bool tokens, at::IntArrayRef x_size,
                                      at::IntArrayRef x_stride) {
-  static auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("fdperf::segment_resample_backward", "")
-          .typed<at::Tensor(const at::Tensor&, const at::Tensor&, int64_t, bool,
-                            c10::SymIntArrayRef, c10::SymIntArrayRef)>();
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("fdperf::segment_resample_backward", "")
+                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&, int64_t, bool,
+                                         c10::SymIntArrayRef, c10::SymIntArrayRef)>();
   return op.call(grad, bounds, points, tokens, c10::fromIntArrayRefSlow(x_size),
                  c10::fromIntArrayRefSlow(x_stride));
 }
@@ -87,15 +86,15 @@ std::vector<int64_t> check_segment_resample_backward_args(const at::Tensor& grad
   TORCH_CHECK(at::isFloatingType(grad.scalar_type()),
               "segment_resample_backward: grad must be a floating tensor, got ",
               grad.scalar_type());
-  TORCH_CHECK(bounds.dim() == 2 && bounds.scalar_type() == at::kLong &&
-                  bounds.size(0) == x_size[0],
+  TORCH_CHECK(bounds.dim() == 2 && bounds.scalar_type() == at::kLong && bounds.size(0) == x_size[0],
               "segment_resample_backward: bounds must be int64 [B, L] with B = ", x_size[0]);
   TORCH_CHECK(bounds.device() == grad.device(), "segment_resample_backward: bounds is on ",
               bounds.device(), " but grad is on ", grad.device());
   TORCH_CHECK(points >= 1, "segment_resample_backward: points must be at least 1, got ", points);
   auto expected = segment_resample_out_shape(x_size, bounds.size(1), points, tokens);
-  TORCH_CHECK(grad.sizes() == at::IntArrayRef(expected), "segment_resample_backward: grad has shape ",
-              grad.sizes(), ", expected ", at::IntArrayRef(expected));
+  TORCH_CHECK(grad.sizes() == at::IntArrayRef(expected),
+              "segment_resample_backward: grad has shape ", grad.sizes(), ", expected ",
+              at::IntArrayRef(expected));
   return expected;
 }
 

@@ -55,7 +55,7 @@ template <typename acc_t>
 #ifdef __CUDACC__
 __host__ __device__
 #endif
-inline LerpTap<acc_t> lerp_tap(int64_t n, int64_t points, int64_t p) {
+    inline LerpTap<acc_t> lerp_tap(int64_t n, int64_t points, int64_t p) {
   const acc_t scale = points > 1 ? static_cast<acc_t>(n - 1) / static_cast<acc_t>(points - 1)
                                  : static_cast<acc_t>(0);
   const acc_t src = scale * static_cast<acc_t>(p);

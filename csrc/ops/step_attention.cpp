@@ -2,6 +2,8 @@
 
 #include <ATen/core/dispatch/Dispatcher.h>
 
+#include <cmath>
+
 namespace fdperf {
 
 std::tuple<at::Tensor, at::Tensor> step_attention(const at::Tensor& q, const at::Tensor& k,
@@ -20,12 +22,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> step_attention_backward(
     const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     const std::optional<at::Tensor>& index, const at::Tensor& out, const at::Tensor& lse,
     double scale) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("fdperf::step_attention_backward", "")
-                       .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
-                           const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                           const at::Tensor&, const std::optional<at::Tensor>&, const at::Tensor&,
-                           const at::Tensor&, double)>();
+  static auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("fdperf::step_attention_backward", "")
+          .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
+              const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+              const std::optional<at::Tensor>&, const at::Tensor&, const at::Tensor&, double)>();
   return op.call(grad_out, q, k, v, index, out, lse, scale);
 }
 
@@ -58,10 +60,20 @@ void check_step_attention_args(const at::Tensor& q, const at::Tensor& k, const a
                 idx.scalar_type());
     TORCH_CHECK(idx.device() == q.device(), "step_attention: index is on ", idx.device(),
                 " but q is on ", q.device());
+    // A shape check (no look at the values, so no device sync): with no k/v rows, any index
+    // is out of range.
+    TORCH_CHECK(idx.numel() == 0 || k.size(0) > 0, "step_attention: index has N = ", idx.size(0),
+                " entries but k and v have E = 0 rows: every index is out of range");
   } else {
-    TORCH_CHECK(k.size(0) == q.size(0), "step_attention: without index, k and v need one row per "
-                "query row (E == N), got E = ", k.size(0), " and N = ", q.size(0));
+    TORCH_CHECK(k.size(0) == q.size(0),
+                "step_attention: without index, k and v need one row per "
+                "query row (E == N), got E = ",
+                k.size(0), " and N = ", q.size(0));
   }
+}
+
+void fill_empty_head_lse(at::Tensor& lse, const at::Tensor& q, const at::Tensor& k) {
+  if (q.size(4) == 0 && lse.numel() > 0) lse.fill_(std::log(static_cast<double>(k.size(3))));
 }
 
 void check_step_attention_backward_args(const at::Tensor& grad_out, const at::Tensor& q,
@@ -70,8 +82,8 @@ void check_step_attention_backward_args(const at::Tensor& grad_out, const at::Te
                                         const at::Tensor& out, const at::Tensor& lse) {
   check_step_attention_args(q, k, v, index);
   TORCH_CHECK(grad_out.sizes() == q.sizes() && out.sizes() == q.sizes(),
-              "step_attention_backward: grad_out and out must have q's shape ", q.sizes(),
-              ", got ", grad_out.sizes(), " and ", out.sizes());
+              "step_attention_backward: grad_out and out must have q's shape ", q.sizes(), ", got ",
+              grad_out.sizes(), " and ", out.sizes());
   TORCH_CHECK(grad_out.scalar_type() == q.scalar_type() && out.scalar_type() == q.scalar_type(),
               "step_attention_backward: grad_out and out must have q's dtype ", q.scalar_type());
   TORCH_CHECK(lse.sizes() == q.sizes().slice(0, 4),
@@ -80,9 +92,9 @@ void check_step_attention_backward_args(const at::Tensor& grad_out, const at::Te
   TORCH_CHECK(lse.scalar_type() == lse_dtype(q.scalar_type()),
               "step_attention_backward: lse must be ", lse_dtype(q.scalar_type()), ", got ",
               lse.scalar_type());
-  TORCH_CHECK(grad_out.device() == q.device() && out.device() == q.device() &&
-                  lse.device() == q.device(),
-              "step_attention_backward: grad_out, out and lse must be on q's device ", q.device());
+  TORCH_CHECK(
+      grad_out.device() == q.device() && out.device() == q.device() && lse.device() == q.device(),
+      "step_attention_backward: grad_out, out and lse must be on q's device ", q.device());
 }
 
 }  // namespace fdperf

@@ -31,6 +31,11 @@ void check_step_attention_backward_args(const at::Tensor& grad_out, const at::Te
                                         const std::optional<at::Tensor>& index,
                                         const at::Tensor& out, const at::Tensor& lse);
 
+// With an empty head dim (D == 0) every score is 0, so each softmax row is uniform and its
+// log-sum-exp is log(Lk); fills lse with it (the kernels are not launched: out is empty).
+// Does nothing when D > 0.
+void fill_empty_head_lse(at::Tensor& lse, const at::Tensor& q, const at::Tensor& k);
+
 // dtype of the log-sum-exp output: float64 for float64 inputs, float32 otherwise.
 inline at::ScalarType lse_dtype(at::ScalarType t) {
   return t == at::kDouble ? at::kDouble : at::kFloat;

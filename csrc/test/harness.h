@@ -30,27 +30,27 @@ inline void fail(const std::string& what, const char* file, int line) {
 
 }  // namespace fdperf_test
 
-#define FD_TEST(name)                                                   \
-  static void name();                                                   \
-  static fdperf_test::Registrar name##_registrar(#name, &name);         \
+#define FD_TEST(name)                                           \
+  static void name();                                           \
+  static fdperf_test::Registrar name##_registrar(#name, &name); \
   static void name()
 
-#define FD_EXPECT(cond)                                                 \
-  do {                                                                  \
+#define FD_EXPECT(cond)                                                    \
+  do {                                                                     \
     if (!(cond)) fdperf_test::fail("expected " #cond, __FILE__, __LINE__); \
   } while (0)
 
 // Expects `stmt` to throw c10::Error whose message contains `needle`.
-#define FD_EXPECT_ERROR(stmt, needle)                                             \
-  do {                                                                            \
-    bool thrown = false;                                                          \
-    try {                                                                         \
-      stmt;                                                                       \
-    } catch (const c10::Error& e) {                                               \
-      thrown = true;                                                              \
-      if (std::string(e.what()).find(needle) == std::string::npos)                \
-        fdperf_test::fail(std::string("error lacks '") + needle + "': " + e.what(), \
-                          __FILE__, __LINE__);                                    \
-    }                                                                             \
-    if (!thrown) fdperf_test::fail("expected an error from " #stmt, __FILE__, __LINE__); \
+#define FD_EXPECT_ERROR(stmt, needle)                                                         \
+  do {                                                                                        \
+    bool thrown = false;                                                                      \
+    try {                                                                                     \
+      stmt;                                                                                   \
+    } catch (const c10::Error& e) {                                                           \
+      thrown = true;                                                                          \
+      if (std::string(e.what()).find(needle) == std::string::npos)                            \
+        fdperf_test::fail(std::string("error lacks '") + needle + "': " + e.what(), __FILE__, \
+                          __LINE__);                                                          \
+    }                                                                                         \
+    if (!thrown) fdperf_test::fail("expected an error from " #stmt, __FILE__, __LINE__);      \
   } while (0)

@@ -3,7 +3,8 @@
 #include "harness.h"
 #include "ops/segment_resample.h"
 
-// Oracle: each segment resampled with ATen's own upsample (align_corners) as the published code does.
+// Oracle: each segment resampled with ATen's own upsample (align_corners) as the published code
+// does.
 static at::Tensor segment_resample_oracle(const at::Tensor& x, const at::Tensor& bounds,
                                           int64_t points) {
   std::vector<at::Tensor> rows;
@@ -35,8 +36,8 @@ FD_TEST(segment_resample_matches_oracle_on_strided_input) {
 FD_TEST(segment_resample_tokens_layout_is_time_major) {
   auto x = at::randn({2, 4, 12, 2, 3}, at::kFloat);
   auto bounds = at::tensor(std::vector<int64_t>{4, 7, 1, 11}, at::kLong).view({2, 2});
-  auto frames = fdperf::segment_resample(x, bounds, 5);          // [2, 4, 15, 2, 3]
-  auto tokens = fdperf::segment_resample(x, bounds, 5, true);    // [2, 3, 30, 4]
+  auto frames = fdperf::segment_resample(x, bounds, 5);        // [2, 4, 15, 2, 3]
+  auto tokens = fdperf::segment_resample(x, bounds, 5, true);  // [2, 3, 30, 4]
   FD_EXPECT(tokens.sizes() == at::IntArrayRef({2, 3, 30, 4}));
   auto expect = frames.reshape({2, 4, 3, 30}).permute({0, 2, 3, 1});
   FD_EXPECT(at::equal(tokens, expect));
@@ -66,5 +67,6 @@ FD_TEST(segment_resample_rejects_bad_arguments) {
   FD_EXPECT_ERROR(fdperf::segment_resample(x, equal, 5), "strictly increasing");
   auto at_end = at::tensor(std::vector<int64_t>{2, 8, 3, 6}, at::kLong).view({2, 2});
   FD_EXPECT_ERROR(fdperf::segment_resample(x, at_end, 5), "inside (0, T = 8)");
-  FD_EXPECT_ERROR(fdperf::segment_resample(x.to(at::kHalf), ok, 5), "float32 or float64 on the CPU");
+  FD_EXPECT_ERROR(fdperf::segment_resample(x.to(at::kHalf), ok, 5),
+                  "float32 or float64 on the CPU");
 }

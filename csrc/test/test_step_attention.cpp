@@ -42,8 +42,8 @@ FD_TEST(step_attention_backward_matches_autograd_of_oracle) {
   auto g = at::randn_like(ref);
   ref.backward(g);
   auto [out, lse] = fdperf::step_attention(q.detach(), k.detach(), v.detach(), index, 0.5);
-  auto [dq, dk, dv] = fdperf::step_attention_backward(g, q.detach(), k.detach(), v.detach(),
-                                                      index, out, lse, 0.5);
+  auto [dq, dk, dv] =
+      fdperf::step_attention_backward(g, q.detach(), k.detach(), v.detach(), index, out, lse, 0.5);
   FD_EXPECT(at::allclose(dq, q.grad(), 1e-10, 1e-10));
   FD_EXPECT(at::allclose(dk, k.grad(), 1e-10, 1e-10));
   FD_EXPECT(at::allclose(dv, v.grad(), 1e-10, 1e-10));
@@ -63,4 +63,24 @@ FD_TEST(step_attention_rejects_bad_arguments) {
   FD_EXPECT_ERROR(fdperf::step_attention(q, k, k, bad, 1.0), "index[1] = 2 is out of range");
   FD_EXPECT_ERROR(fdperf::step_attention(q, k.slice(0, 0, 1), k.slice(0, 0, 1), std::nullopt, 1.0),
                   "without index");
+}
+
+FD_TEST(step_attention_empty_head_dim_gives_log_lk_lse) {
+  // D == 0: all scores are 0, so lse = log(Lk) and out has an empty last dim.
+  auto q = at::zeros({3, 2, 1, 4, 0});
+  auto k = at::zeros({2, 2, 1, 9, 0});
+  auto index = at::tensor(std::vector<int64_t>{1, 0, 1}, at::kLong);
+  auto [out, lse] = fdperf::step_attention(q, k, k, index, 0.5);
+  FD_EXPECT(out.sizes() == q.sizes());
+  FD_EXPECT(at::allclose(lse, at::full({3, 2, 1, 4}, std::log(9.0))));
+  auto [dq, dk, dv] = fdperf::step_attention_backward(out, q, k, k, index, out, lse, 0.5);
+  FD_EXPECT(dq.sizes() == q.sizes() && dk.sizes() == k.sizes() && dv.sizes() == k.sizes());
+}
+
+FD_TEST(step_attention_empty_k_with_index_is_refused_by_shape) {
+  auto q = at::zeros({2, 1, 1, 3, 8});
+  auto k = at::zeros({0, 1, 1, 5, 8});
+  auto index = at::tensor(std::vector<int64_t>{0, 0}, at::kLong);
+  FD_EXPECT_ERROR(fdperf::step_attention(q, k, k, index, 1.0),
+                  "index has N = 2 entries but k and v have E = 0 rows");
 }

@@ -37,3 +37,9 @@ FD_TEST(window_argmax_rejects_bad_arguments) {
   FD_EXPECT_ERROR(fdperf::window_argmax(at::ones({4, 96, 2}, at::kLong), 48, 1),
                   "must be a floating tensor");
 }
+
+FD_TEST(window_argmax_compares_float64_in_float64) {
+  // 0.7 and 0.70000001 round to the same float32: a float32 comparison would keep index 0.
+  auto p = at::tensor(std::vector<double>{0.7, 0.70000001}, at::kDouble).view({1, 2, 1});
+  FD_EXPECT(fdperf::window_argmax(p, 2, 0)[0][0].item<int64_t>() == 1);
+}

@@ -75,8 +75,8 @@ void backward_impl(const at::Tensor& grad, const at::Tensor& bounds, at::Tensor&
                 xw = gx5.stride(4);
   const int64_t L = bounds.size(1), steps = L + 1;
   // grad viewed as [B, steps, points, HW, C] (tokens) or [B, C, steps, points, HW].
-  const at::Tensor g = tokens ? grad.reshape({B, steps, points, HW, C})
-                              : grad.reshape({B, C, steps, points, HW});
+  const at::Tensor g =
+      tokens ? grad.reshape({B, steps, points, HW, C}) : grad.reshape({B, C, steps, points, HW});
   const int64_t g0 = g.stride(0), g1 = g.stride(1), g2 = g.stride(2), g3 = g.stride(3),
                 g4 = g.stride(4);
   const scalar_t* gp = g.data_ptr<scalar_t>();
@@ -126,9 +126,8 @@ at::Tensor segment_resample_cpu(const at::Tensor& x, const at::Tensor& bounds, i
   auto out = at::empty(segment_resample_out_shape(x.sizes(), b.size(1), points, tokens),
                        x.options().memory_format(at::MemoryFormat::Contiguous));
   if (out.numel() == 0) return out;
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "segment_resample_cpu", [&] {
-    forward_impl<scalar_t>(as_5d(x), b, out, points, tokens);
-  });
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "segment_resample_cpu",
+                             [&] { forward_impl<scalar_t>(as_5d(x), b, out, points, tokens); });
   return out;
 }
 
@@ -143,9 +142,8 @@ at::Tensor segment_resample_backward_cpu(const at::Tensor& grad, const at::Tenso
   auto gx = empty_like_layout(size, C10_AS_INTARRAYREF_SLOW(x_stride), grad.options());
   gx.zero_();
   if (gx.numel() == 0 || grad.numel() == 0) return gx;
-  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "segment_resample_backward_cpu", [&] {
-    backward_impl<scalar_t>(grad, b, gx, points, tokens);
-  });
+  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "segment_resample_backward_cpu",
+                             [&] { backward_impl<scalar_t>(grad, b, gx, points, tokens); });
   return gx;
 }
 

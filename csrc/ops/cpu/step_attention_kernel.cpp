@@ -83,7 +83,7 @@ struct AttnArgs {
   const int64_t* start = nullptr;  // ... row e owns order[start[e] .. start[e+1])
   scalar_t* out = nullptr;         // forward outputs (contiguous)
   acc_t* lse = nullptr;
-  const acc_t* lse_in = nullptr;   // backward inputs/outputs (contiguous)
+  const acc_t* lse_in = nullptr;  // backward inputs/outputs (contiguous)
   scalar_t *dq = nullptr, *dk = nullptr, *dv = nullptr;
   int64_t H = 0, S = 0, Lq = 0, Lk = 0, D = 0;
   acc_t scale = 0;
@@ -95,8 +95,8 @@ template <typename acc_t>
 struct Scratch {
   std::vector<acc_t> k, kT, vT, v, row, row2, acc, dk, dv;
   Scratch(int64_t Lk, int64_t D)
-      : k(Lk * D), kT(D * round_up(Lk), 0), vT(D * round_up(Lk), 0), v(Lk * D),
-        row(round_up(Lk)), row2(round_up(Lk)), acc(D), dk(Lk * D), dv(Lk * D) {}
+      : k(Lk * D), kT(D * round_up(Lk), 0), vT(D * round_up(Lk), 0), v(Lk * D), row(round_up(Lk)),
+        row2(round_up(Lk)), acc(D), dk(Lk * D), dv(Lk * D) {}
 };
 
 // dst[d][j] = src[j][d] for j < rows (dst rows have length ld; the pad stays zero).
@@ -104,7 +104,8 @@ template <typename scalar_t, typename acc_t>
 FD_INLINE void load_transposed(const scalar_t* src, int64_t s_row, int64_t s_col, int64_t rows,
                                int64_t D, int64_t ld, acc_t* dst) {
   for (int64_t d = 0; d < D; ++d)
-    for (int64_t j = 0; j < rows; ++j) dst[d * ld + j] = static_cast<acc_t>(src[j * s_row + d * s_col]);
+    for (int64_t j = 0; j < rows; ++j)
+      dst[d * ld + j] = static_cast<acc_t>(src[j * s_row + d * s_col]);
 }
 
 #if defined(__GNUC__) && !defined(__clang__)
@@ -142,8 +143,10 @@ FD_INLINE void load_transposed_d8(const float* src, int64_t s_row, int64_t rows,
   for (int64_t j0 = 0; j0 < ld; j0 += 8) {
     f8 r[8], c[8];
     for (int i = 0; i < 8; ++i) {
-      if (j0 + i < rows) std::memcpy(&r[i], src + (j0 + i) * s_row, sizeof(f8));
-      else r[i] = f8{};
+      if (j0 + i < rows)
+        std::memcpy(&r[i], src + (j0 + i) * s_row, sizeof(f8));
+      else
+        r[i] = f8{};
     }
     transpose8(r, c);
     for (int d = 0; d < 8; ++d) std::memcpy(dst + d * ld + j0, &c[d], sizeof(f8));
@@ -166,8 +169,8 @@ FD_INLINE void store_transposed_d8(const float* src, int64_t rows, int64_t ld, f
 
 // k or v tile transposed into [D][ld], through the vector transpose where it applies.
 template <int DC, typename scalar_t, typename acc_t>
-FD_INLINE void load_tile_transposed(const scalar_t* src, int64_t s_row, int64_t s_col,
-                                    int64_t rows, int64_t D, int64_t ld, acc_t* dst) {
+FD_INLINE void load_tile_transposed(const scalar_t* src, int64_t s_row, int64_t s_col, int64_t rows,
+                                    int64_t D, int64_t ld, acc_t* dst) {
 #if FD_HAVE_TRANSPOSE_D8
   if constexpr (DC == 8 && std::is_same_v<scalar_t, float>) {
     if (s_col == 1) return load_transposed_d8(src, s_row, rows, ld, dst);
@@ -181,15 +184,16 @@ template <int DC, typename scalar_t, typename acc_t>
 FD_INLINE void store_tile_transposed(const acc_t* src, int64_t rows, int64_t D, int64_t ld,
                                      scalar_t* dst) {
 #if FD_HAVE_TRANSPOSE_D8
-  if constexpr (DC == 8 && std::is_same_v<scalar_t, float>) return store_transposed_d8(src, rows, ld, dst);
+  if constexpr (DC == 8 && std::is_same_v<scalar_t, float>)
+    return store_transposed_d8(src, rows, ld, dst);
 #endif
   for (int64_t j = 0; j < rows; ++j)
     for (int64_t d = 0; d < D; ++d) dst[j * D + d] = static_cast<scalar_t>(src[d * ld + j]);
 }
 
 template <typename scalar_t, typename acc_t>
-FD_INLINE void load_rows(const scalar_t* src, int64_t s_row, int64_t s_col, int64_t rows,
-                         int64_t D, acc_t* dst) {
+FD_INLINE void load_rows(const scalar_t* src, int64_t s_row, int64_t s_col, int64_t rows, int64_t D,
+                         acc_t* dst) {
   for (int64_t j = 0; j < rows; ++j)
     for (int64_t d = 0; d < D; ++d) dst[j * D + d] = static_cast<acc_t>(src[j * s_row + d * s_col]);
 }
@@ -376,9 +380,13 @@ FD_INLINE void backward_tasks(const AttnArgs<scalar_t>& a, int64_t begin, int64_
 
 // Entry points per ISA; the task loops above are inlined into each.
 template <int DC, typename scalar_t>
-void forward_base(const AttnArgs<scalar_t>& a, int64_t b, int64_t e) { forward_tasks<DC>(a, b, e); }
+void forward_base(const AttnArgs<scalar_t>& a, int64_t b, int64_t e) {
+  forward_tasks<DC>(a, b, e);
+}
 template <int DC, typename scalar_t>
-void backward_base(const AttnArgs<scalar_t>& a, int64_t b, int64_t e) { backward_tasks<DC>(a, b, e); }
+void backward_base(const AttnArgs<scalar_t>& a, int64_t b, int64_t e) {
+  backward_tasks<DC>(a, b, e);
+}
 #if FD_HAVE_AVX2
 template <int DC, typename scalar_t>
 FD_TARGET_AVX2 void forward_avx2(const AttnArgs<scalar_t>& a, int64_t b, int64_t e) {
@@ -460,7 +468,10 @@ std::tuple<at::Tensor, at::Tensor> step_attention_cpu(const at::Tensor& q, const
   check_cpu(q, index, k.size(0));
   auto out = at::empty(q.sizes(), q.options().memory_format(at::MemoryFormat::Contiguous));
   auto lse = at::empty(q.sizes().slice(0, 4), q.options().dtype(lse_dtype(q.scalar_type())));
-  if (out.numel() == 0) return {out, lse};
+  if (out.numel() == 0) {
+    fill_empty_head_lse(lse, q, k);
+    return {out, lse};
+  }
   at::Tensor holder;
   const int64_t* idx = index_ptr(index, holder);
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "step_attention_cpu", [&] {
@@ -473,7 +484,8 @@ std::tuple<at::Tensor, at::Tensor> step_attention_cpu(const at::Tensor& q, const
     a.lse = lse.data_ptr<acc_of<scalar_t>>();
     a.H = q.size(1), a.S = q.size(2), a.Lq = q.size(3), a.Lk = k.size(3), a.D = q.size(4);
     a.scale = static_cast<acc_of<scalar_t>>(scale);
-    with_head_dim(a.D, [&](auto dc) { run_forward<decltype(dc)::value>(a, q.size(0) * a.H * a.S); });
+    with_head_dim(a.D,
+                  [&](auto dc) { run_forward<decltype(dc)::value>(a, q.size(0) * a.H * a.S); });
   });
   return {out, lse};
 }
@@ -521,9 +533,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> step_attention_backward_cpu(
     a.H = q.size(1), a.S = q.size(2), a.Lq = q.size(3), a.Lk = k.size(3), a.D = q.size(4);
     a.scale = static_cast<acc_of<scalar_t>>(scale);
     const int64_t per_row = std::max<int64_t>(1, N / std::max<int64_t>(1, E));
-    with_head_dim(a.D, [&](auto dc) {
-      run_backward<decltype(dc)::value>(a, E * a.H * a.S, per_row);
-    });
+    with_head_dim(a.D,
+                  [&](auto dc) { run_backward<decltype(dc)::value>(a, E * a.H * a.S, per_row); });
   });
   return {dq, dk, dv};
 }

@@ -42,15 +42,23 @@ __global__ void forward_kernel(const scalar_t* __restrict__ x, const int64_t* __
        idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     int64_t r = idx, c, sp, p, j, b;
     if (tokens) {  // out [B, steps, points, HW, C]
-      c = r % C; r /= C;
-      sp = r % HW; r /= HW;
-      p = r % points; r /= points;
-      j = r % steps; b = r / steps;
+      c = r % C;
+      r /= C;
+      sp = r % HW;
+      r /= HW;
+      p = r % points;
+      r /= points;
+      j = r % steps;
+      b = r / steps;
     } else {  // out [B, C, steps, points, HW]
-      sp = r % HW; r /= HW;
-      p = r % points; r /= points;
-      j = r % steps; r /= steps;
-      c = r % C; b = r / C;
+      sp = r % HW;
+      r /= HW;
+      p = r % points;
+      r /= points;
+      j = r % steps;
+      r /= steps;
+      c = r % C;
+      b = r / C;
     }
     int64_t a, e;
     segment_range(bounds, b, j, L, T, a, e);
@@ -116,19 +124,19 @@ at::Tensor segment_resample_cuda(const at::Tensor& x, const at::Tensor& bounds, 
   if (total == 0) return out;
   const auto x5 = as_5d(x);
   auto stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "segment_resample_cuda", [&] {
-    forward_kernel<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(
-        x5.data_ptr<scalar_t>(), b.data_ptr<int64_t>(), out.data_ptr<scalar_t>(), total,
-        x5.size(1), x5.size(2), x5.size(4), x5.size(3) * x5.size(4), x5.stride(0), x5.stride(1),
-        x5.stride(2), x5.stride(3), x5.stride(4), b.size(1), points, tokens);
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, x.scalar_type(), "segment_resample_cuda", [&] {
+        forward_kernel<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(
+            x5.data_ptr<scalar_t>(), b.data_ptr<int64_t>(), out.data_ptr<scalar_t>(), total,
+            x5.size(1), x5.size(2), x5.size(4), x5.size(3) * x5.size(4), x5.stride(0), x5.stride(1),
+            x5.stride(2), x5.stride(3), x5.stride(4), b.size(1), points, tokens);
+      });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return out;
 }
 
 at::Tensor segment_resample_backward_cuda(const at::Tensor& grad, const at::Tensor& bounds,
-                                          int64_t points, bool tokens,
-                                          c10::SymIntArrayRef x_size,
+                                          int64_t points, bool tokens, c10::SymIntArrayRef x_size,
                                           c10::SymIntArrayRef x_stride) {
   const auto size = C10_AS_INTARRAYREF_SLOW(x_size);
   check_segment_resample_backward_args(grad, bounds, points, tokens, size);
@@ -140,12 +148,13 @@ at::Tensor segment_resample_backward_cuda(const at::Tensor& grad, const at::Tens
   if (total == 0) return gx;
   const auto gx5 = as_5d(gx);  // every element is written once (gather form)
   auto stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "segment_resample_backward_cuda", [&] {
-    backward_kernel<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(
-        g.data_ptr<scalar_t>(), b.data_ptr<int64_t>(), gx5.data_ptr<scalar_t>(), total,
-        gx5.size(1), gx5.size(2), gx5.size(4), gx5.size(3) * gx5.size(4), gx5.stride(0),
-        gx5.stride(1), gx5.stride(2), gx5.stride(3), gx5.stride(4), b.size(1), points, tokens);
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, grad.scalar_type(), "segment_resample_backward_cuda", [&] {
+        backward_kernel<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(
+            g.data_ptr<scalar_t>(), b.data_ptr<int64_t>(), gx5.data_ptr<scalar_t>(), total,
+            gx5.size(1), gx5.size(2), gx5.size(4), gx5.size(3) * gx5.size(4), gx5.stride(0),
+            gx5.stride(1), gx5.stride(2), gx5.stride(3), gx5.stride(4), b.size(1), points, tokens);
+      });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return gx;
 }

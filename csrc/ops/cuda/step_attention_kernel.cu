@@ -8,6 +8,7 @@
 // Index values are validated inside the kernels, never on the host (no sync in the hot path):
 // a bad index trips a device-side assert (CUDA_KERNEL_ASSERT_MSG, like PyTorch's own index
 // kernels) and is clamped so nothing is read out of bounds where asserts are compiled out.
+#include <ATen/Context.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <c10/cuda/CUDAException.h>
@@ -15,6 +16,9 @@
 #include <c10/cuda/CUDAStream.h>
 #include <c10/macros/Macros.h>
 #include <torch/library.h>
+
+#include <cstdint>
+#include <limits>
 
 #include "../step_attention.h"
 
@@ -67,7 +71,7 @@ __global__ void forward_kernel(Tile5<scalar_t> q, Tile5<scalar_t> k, Tile5<scala
                                acc_t* __restrict__ lse, Dims dm, acc_t scale) {
   extern __shared__ unsigned char smem_raw[];
   acc_t* sc = reinterpret_cast<acc_t*>(smem_raw);  // [rows][Lk]
-  acc_t* inv = sc + dm.rows * dm.Lk;                // [rows]
+  acc_t* inv = sc + dm.rows * dm.Lk;               // [rows]
   const int64_t task = blockIdx.x;
   const int64_t n = task / (dm.H * dm.S), h = (task / dm.S) % dm.H, s = task % dm.S;
   const int64_t e = kv_row(index, n, dm.E);
@@ -108,7 +112,8 @@ __global__ void forward_kernel(Tile5<scalar_t> q, Tile5<scalar_t> k, Tile5<scala
       const int64_t i = x / dm.D, d = x % dm.D;
       const acc_t* row = sc + i * dm.Lk;
       acc_t acc = 0;
-      for (int64_t j = 0; j < dm.Lk; ++j) acc += row[j] * static_cast<acc_t>(vt[j * v.s3 + d * v.s4]);
+      for (int64_t j = 0; j < dm.Lk; ++j)
+        acc += row[j] * static_cast<acc_t>(vt[j * v.s3 + d * v.s4]);
       out[(task * dm.Lq + i0 + i) * dm.D + d] = static_cast<scalar_t>(acc * inv[i]);
     }
     __syncthreads();
@@ -122,9 +127,8 @@ __global__ void backward_kernel(Tile5<scalar_t> go, Tile5<scalar_t> q, Tile5<sca
                                 scalar_t* __restrict__ dq, acc_t* __restrict__ dk,
                                 acc_t* __restrict__ dv, Dims dm, acc_t scale) {
   extern __shared__ unsigned char smem_raw[];
-  acc_t* p = reinterpret_cast<acc_t*>(smem_raw);  // [rows][Lk] probabilities
-  acc_t* ds = p + dm.rows * dm.Lk;                 // [rows][Lk] score gradients
-  acc_t* delta = ds + dm.rows * dm.Lk;             // [rows] dO_i . O_i
+  acc_t* ps = reinterpret_cast<acc_t*>(smem_raw);  // [rows][Lk] probabilities, then dS
+  acc_t* delta = ps + dm.rows * dm.Lk;             // [rows] dO_i . O_i
   const int64_t task = blockIdx.x;
   const int64_t n = task / (dm.H * dm.S), h = (task / dm.S) % dm.H, s = task % dm.S;
   const int64_t e = kv_row(index, n, dm.E);
@@ -142,54 +146,76 @@ __global__ void backward_kernel(Tile5<scalar_t> go, Tile5<scalar_t> q, Tile5<sca
                static_cast<acc_t>(ot[(i0 + i) * o.s3 + d * o.s4]);
       delta[i] = acc;
     }
-    __syncthreads();
+    // Pass 1: P_ij into the shared array, then dv_j = sum_i P_ij dO_i.
     for (int64_t x = threadIdx.x; x < rows * dm.Lk; x += blockDim.x) {
       const int64_t i = x / dm.Lk, j = x % dm.Lk;
-      acc_t qk = 0, gv = 0;
-      for (int64_t d = 0; d < dm.D; ++d) {
+      acc_t qk = 0;
+      for (int64_t d = 0; d < dm.D; ++d)
         qk += static_cast<acc_t>(qt[(i0 + i) * q.s3 + d * q.s4]) *
               static_cast<acc_t>(kt[j * k.s3 + d * k.s4]);
-        gv += static_cast<acc_t>(got[(i0 + i) * go.s3 + d * go.s4]) *
-              static_cast<acc_t>(vt[j * v.s3 + d * v.s4]);
-      }
-      const acc_t pij = exp(qk * scale - lse[task * dm.Lq + i0 + i]);
-      p[x] = pij;
-      ds[x] = pij * (gv - delta[i]) * scale;
+      ps[x] = exp(qk * scale - lse[task * dm.Lq + i0 + i]);
     }
     __syncthreads();
-    for (int64_t x = threadIdx.x; x < rows * dm.D; x += blockDim.x) {  // dq_i = sum_j ds_ij k_j
+    for (int64_t x = threadIdx.x; x < dm.Lk * dm.D; x += blockDim.x) {
+      const int64_t j = x / dm.D, d = x % dm.D;
+      acc_t av = 0;
+      for (int64_t i = 0; i < rows; ++i)
+        av += ps[i * dm.Lk + j] * static_cast<acc_t>(got[(i0 + i) * go.s3 + d * go.s4]);
+      if (shared_rows)
+        atomicAdd(dvt + x, av);
+      else
+        dvt[x] += av;
+    }
+    __syncthreads();
+    // Pass 2: the same array turned into dS_ij = P_ij (dO_i . v_j - delta_i) * scale in place,
+    // then dq_i = sum_j dS_ij k_j and dk_j = sum_i dS_ij q_i.
+    for (int64_t x = threadIdx.x; x < rows * dm.Lk; x += blockDim.x) {
+      const int64_t i = x / dm.Lk, j = x % dm.Lk;
+      acc_t gv = 0;
+      for (int64_t d = 0; d < dm.D; ++d)
+        gv += static_cast<acc_t>(got[(i0 + i) * go.s3 + d * go.s4]) *
+              static_cast<acc_t>(vt[j * v.s3 + d * v.s4]);
+      ps[x] = ps[x] * (gv - delta[i]) * scale;
+    }
+    __syncthreads();
+    for (int64_t x = threadIdx.x; x < rows * dm.D; x += blockDim.x) {
       const int64_t i = x / dm.D, d = x % dm.D;
       acc_t acc = 0;
       for (int64_t j = 0; j < dm.Lk; ++j)
-        acc += ds[i * dm.Lk + j] * static_cast<acc_t>(kt[j * k.s3 + d * k.s4]);
+        acc += ps[i * dm.Lk + j] * static_cast<acc_t>(kt[j * k.s3 + d * k.s4]);
       dq[(task * dm.Lq + i0 + i) * dm.D + d] = static_cast<scalar_t>(acc);
     }
-    for (int64_t x = threadIdx.x; x < dm.Lk * dm.D; x += blockDim.x) {  // dk_j, dv_j
+    for (int64_t x = threadIdx.x; x < dm.Lk * dm.D; x += blockDim.x) {
       const int64_t j = x / dm.D, d = x % dm.D;
-      acc_t ak = 0, av = 0;
-      for (int64_t i = 0; i < rows; ++i) {
-        ak += ds[i * dm.Lk + j] * static_cast<acc_t>(qt[(i0 + i) * q.s3 + d * q.s4]);
-        av += p[i * dm.Lk + j] * static_cast<acc_t>(got[(i0 + i) * go.s3 + d * go.s4]);
-      }
-      if (shared_rows) {
+      acc_t ak = 0;
+      for (int64_t i = 0; i < rows; ++i)
+        ak += ps[i * dm.Lk + j] * static_cast<acc_t>(qt[(i0 + i) * q.s3 + d * q.s4]);
+      if (shared_rows)
         atomicAdd(dkt + x, ak);
-        atomicAdd(dvt + x, av);
-      } else {
+      else
         dkt[x] += ak;
-        dvt[x] += av;
-      }
     }
     __syncthreads();
   }
 }
 
-// Query rows per shared-memory chunk, so that `arrays` [rows][Lk] arrays fit in kSharedBytes.
-int64_t rows_per_chunk(int64_t Lq, int64_t Lk, int arrays, size_t elem) {
-  const int64_t per_row = (arrays * Lk + 1) * static_cast<int64_t>(elem);
+// Query rows per shared-memory chunk, so that one [rows][Lk] array and one [rows] array fit in
+// kSharedBytes (the forward and the backward use the same layout, so they accept the same Lk).
+int64_t rows_per_chunk(int64_t Lq, int64_t Lk, size_t elem) {
+  const int64_t per_row = (Lk + 1) * static_cast<int64_t>(elem);
   TORCH_CHECK(per_row <= kSharedBytes, "step_attention: Lk = ", Lk,
               " keys do not fit the CUDA kernel's shared memory (at most ",
-              kSharedBytes / elem / arrays - 1, " keys for this dtype)");
+              kSharedBytes / static_cast<int64_t>(elem) - 1, " keys for this dtype)");
   return std::max<int64_t>(1, std::min<int64_t>(Lq, kSharedBytes / per_row));
+}
+
+// One block per (n, h, s): the task count is the grid size, which CUDA caps at 2^31 - 1.
+int64_t grid_tasks(const at::Tensor& q, const char* op) {
+  const int64_t tasks = q.size(0) * q.size(1) * q.size(2);
+  TORCH_CHECK(tasks <= std::numeric_limits<int32_t>::max(), op, ": N x H x S = ", tasks,
+              " (row, head, step) tasks exceed the CUDA grid limit of ",
+              std::numeric_limits<int32_t>::max(), " blocks");
+  return tasks;
 }
 
 std::tuple<at::Tensor, at::Tensor> step_attention_cuda(const at::Tensor& q, const at::Tensor& k,
@@ -198,22 +224,26 @@ std::tuple<at::Tensor, at::Tensor> step_attention_cuda(const at::Tensor& q, cons
                                                        double scale) {
   check_step_attention_args(q, k, v, index);
   c10::cuda::CUDAGuard guard(q.device());
+  const int64_t tasks = grid_tasks(q, "step_attention");
   auto out = at::empty(q.sizes(), q.options().memory_format(at::MemoryFormat::Contiguous));
   auto lse = at::empty(q.sizes().slice(0, 4), q.options().dtype(lse_dtype(q.scalar_type())));
-  const int64_t tasks = q.size(0) * q.size(1) * q.size(2);
-  if (out.numel() == 0) return {out, lse};
+  if (out.numel() == 0) {
+    fill_empty_head_lse(lse, q, k);
+    return {out, lse};
+  }
   at::Tensor idx = index.has_value() ? index->contiguous() : at::Tensor();
   auto stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "step_attention_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    Dims dm{q.size(1), q.size(2), q.size(3), k.size(3), q.size(4), k.size(0), 0};
-    dm.rows = rows_per_chunk(dm.Lq, dm.Lk, 1, sizeof(acc_t));
-    const size_t smem = (dm.rows * dm.Lk + dm.rows) * sizeof(acc_t);
-    forward_kernel<scalar_t, acc_t><<<tasks, kThreads, smem, stream>>>(
-        tile_of<scalar_t>(q), tile_of<scalar_t>(k), tile_of<scalar_t>(v),
-        idx.defined() ? idx.data_ptr<int64_t>() : nullptr, out.data_ptr<scalar_t>(),
-        lse.data_ptr<acc_t>(), dm, static_cast<acc_t>(scale));
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, q.scalar_type(), "step_attention_cuda", [&] {
+        using acc_t = at::opmath_type<scalar_t>;
+        Dims dm{q.size(1), q.size(2), q.size(3), k.size(3), q.size(4), k.size(0), 0};
+        dm.rows = rows_per_chunk(dm.Lq, dm.Lk, sizeof(acc_t));
+        const size_t smem = (dm.rows * dm.Lk + dm.rows) * sizeof(acc_t);
+        forward_kernel<scalar_t, acc_t><<<static_cast<unsigned>(tasks), kThreads, smem, stream>>>(
+            tile_of<scalar_t>(q), tile_of<scalar_t>(k), tile_of<scalar_t>(v),
+            idx.defined() ? idx.data_ptr<int64_t>() : nullptr, out.data_ptr<scalar_t>(),
+            lse.data_ptr<acc_t>(), dm, static_cast<acc_t>(scale));
+      });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return {out, lse};
 }
@@ -224,28 +254,33 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> step_attention_backward_cuda(
     double scale) {
   check_step_attention_backward_args(grad_out, q, k, v, index, out, lse);
   c10::cuda::CUDAGuard guard(q.device());
+  const int64_t tasks = grid_tasks(q, "step_attention_backward");
+  // With an index, several blocks may add to one k/v row: float atomics, whose order varies.
+  if (index.has_value() && q.numel() > 0 && k.numel() > 0)
+    at::globalContext().alertNotDeterministic("step_attention_backward (CUDA, with index)");
   const auto contiguous = q.options().memory_format(at::MemoryFormat::Contiguous);
   const auto acc_opts = q.options().dtype(lse_dtype(q.scalar_type()));
   auto dq = at::zeros(q.sizes(), contiguous);
   auto dk_acc = at::zeros(k.sizes(), acc_opts);
   auto dv_acc = at::zeros(v.sizes(), acc_opts);
-  const int64_t tasks = q.size(0) * q.size(1) * q.size(2);
   if (q.numel() > 0 && k.numel() > 0) {
     at::Tensor idx = index.has_value() ? index->contiguous() : at::Tensor();
     const auto lse_c = lse.contiguous();
     auto stream = c10::cuda::getCurrentCUDAStream();
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "step_attention_backward_cuda", [&] {
-      using acc_t = at::opmath_type<scalar_t>;
-      Dims dm{q.size(1), q.size(2), q.size(3), k.size(3), q.size(4), k.size(0), 0};
-      dm.rows = rows_per_chunk(dm.Lq, dm.Lk, 2, sizeof(acc_t));
-      const size_t smem = (2 * dm.rows * dm.Lk + dm.rows) * sizeof(acc_t);
-      backward_kernel<scalar_t, acc_t><<<tasks, kThreads, smem, stream>>>(
-          tile_of<scalar_t>(grad_out), tile_of<scalar_t>(q), tile_of<scalar_t>(k),
-          tile_of<scalar_t>(v), tile_of<scalar_t>(out),
-          idx.defined() ? idx.data_ptr<int64_t>() : nullptr, lse_c.data_ptr<acc_t>(),
-          dq.data_ptr<scalar_t>(), dk_acc.data_ptr<acc_t>(), dv_acc.data_ptr<acc_t>(), dm,
-          static_cast<acc_t>(scale));
-    });
+    AT_DISPATCH_FLOATING_TYPES_AND2(
+        at::kHalf, at::kBFloat16, q.scalar_type(), "step_attention_backward_cuda", [&] {
+          using acc_t = at::opmath_type<scalar_t>;
+          Dims dm{q.size(1), q.size(2), q.size(3), k.size(3), q.size(4), k.size(0), 0};
+          dm.rows = rows_per_chunk(dm.Lq, dm.Lk, sizeof(acc_t));
+          const size_t smem = (dm.rows * dm.Lk + dm.rows) * sizeof(acc_t);
+          backward_kernel<scalar_t, acc_t>
+              <<<static_cast<unsigned>(tasks), kThreads, smem, stream>>>(
+                  tile_of<scalar_t>(grad_out), tile_of<scalar_t>(q), tile_of<scalar_t>(k),
+                  tile_of<scalar_t>(v), tile_of<scalar_t>(out),
+                  idx.defined() ? idx.data_ptr<int64_t>() : nullptr, lse_c.data_ptr<acc_t>(),
+                  dq.data_ptr<scalar_t>(), dk_acc.data_ptr<acc_t>(), dv_acc.data_ptr<acc_t>(), dm,
+                  static_cast<acc_t>(scale));
+        });
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
   return {dq, dk_acc.to(k.scalar_type()).contiguous(), dv_acc.to(v.scalar_type()).contiguous()};

@@ -1,8 +1,12 @@
 #include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
+
+#include <cstdint>
+#include <limits>
 
 #include "../window_argmax.h"
 
@@ -17,10 +21,12 @@ __global__ void window_argmax_kernel(const scalar_t* __restrict__ p, int64_t* __
   if (i >= B * K) return;
   const int64_t b = i / K, k = i % K, t0 = window * k;
   const scalar_t* row = p + b * sb + k * sk;
+  // Compared in the input's precision (float for half/bfloat16, which widen exactly).
+  using acc_t = at::opmath_type<scalar_t>;
   int64_t best = t0;
-  float best_v = static_cast<float>(row[t0 * st]);
+  acc_t best_v = static_cast<acc_t>(row[t0 * st]);
   for (int64_t t = t0 + 1; t < t0 + window; ++t) {
-    const float v = static_cast<float>(row[t * st]);
+    const acc_t v = static_cast<acc_t>(row[t * st]);
     if (isnan(best_v)) break;
     if (isnan(v) || v > best_v) {
       best = t;
@@ -33,18 +39,21 @@ __global__ void window_argmax_kernel(const scalar_t* __restrict__ p, int64_t* __
 at::Tensor window_argmax_cuda(const at::Tensor& probs, int64_t window, int64_t min_index) {
   check_window_argmax_args(probs, window, min_index);
   c10::cuda::CUDAGuard guard(probs.device());
-  auto out = at::empty({probs.size(0), probs.size(2)}, probs.options().dtype(at::kLong));
-  const int64_t n = out.numel();
-  if (n == 0) return out;
+  const int64_t n = probs.size(0) * probs.size(2);
   const int threads = 128;
-  const int blocks = static_cast<int>((n + threads - 1) / threads);
+  const int64_t blocks = (n + threads - 1) / threads;
+  TORCH_CHECK(blocks <= std::numeric_limits<int32_t>::max(), "window_argmax: B x K = ", n,
+              " windows exceed the CUDA grid limit (", std::numeric_limits<int32_t>::max(),
+              " blocks of ", threads, " threads)");
+  auto out = at::empty({probs.size(0), probs.size(2)}, probs.options().dtype(at::kLong));
+  if (n == 0) return out;
   auto stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, probs.scalar_type(),
-                                  "window_argmax_cuda", [&] {
-    window_argmax_kernel<scalar_t><<<blocks, threads, 0, stream>>>(
-        probs.data_ptr<scalar_t>(), out.data_ptr<int64_t>(), probs.size(0), probs.size(2),
-        probs.stride(0), probs.stride(1), probs.stride(2), window, min_index);
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, probs.scalar_type(), "window_argmax_cuda", [&] {
+        window_argmax_kernel<scalar_t><<<static_cast<unsigned>(blocks), threads, 0, stream>>>(
+            probs.data_ptr<scalar_t>(), out.data_ptr<int64_t>(), probs.size(0), probs.size(2),
+            probs.stride(0), probs.stride(1), probs.stride(2), window, min_index);
+      });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return out;
 }
