@@ -23,7 +23,7 @@
 #                      environment's site-packages), no compute-sanitizer (marked skipped),
 #                      benchmarks with minimal rounds (FDPERF_BENCH_SMALL=1 and the benches' size
 #                      knobs). Must pass on the project's CPU machine in under 5 minutes.
-#   --dali-parts DIR   install DALI from wheel parts made by shared/scripts/dali-wheels.sh (DIR
+#   --dali-parts DIR   install DALI from wheel parts (a tar of the wheels cut with split; DIR
 #                      holds p_* or parts/p_*): cat | tar xf into a temp dir, pip install
 #                      --no-index --no-deps --target SITE, then PYTHONPATH=SITE and
 #                      LD_LIBRARY_PATH=SITE/nvidia/nvjpeg/lib:SITE/nvidia/nvimgcodec.

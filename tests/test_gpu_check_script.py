@@ -120,7 +120,7 @@ def make_wheel(folder, version):
 
 @pytest.mark.parametrize("pip", [True, False], ids=["pip", "no-pip"])
 def test_dali_installed_from_wheel_parts(tmp_path, pip):
-    # Parts made as shared/scripts/dali-wheels.sh makes them: tar of the wheels, split.
+    # Parts as a DALI wheel download is packed for a machine without internet: a tar, split.
     wheels = tmp_path / "wheels"
     wheels.mkdir()
     make_wheel(wheels, "0.0.7")

@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -163,19 +164,29 @@ def i3d_weights(demo: DemoSettings) -> str:
 def extract_stage(demo: DemoSettings, keys: list, generated: bool) -> None:
     """I3D features of every dive into the store; reuses a store of the same settings and
     redoes one of other settings (weights, seed, set)."""
-    from ..extract import ExtractOptions, Inputs, extract_features
+    from ..extract import ExtractOptions, Inputs, InputWarning, extract_features
     i3d = i3d_weights(demo)
     opts = ExtractOptions(device=str(demo.device), seed=demo.seed, overwrite=generated,
                           progress=demo.progress)
     inputs = Inputs(frames_root=os.path.join(demo.data_dir, "frames"))
-    try:
-        res = extract_features(demo.store, keys, inputs, weights=i3d, options=opts)
-    except RuntimeError as e:
-        if "remove it or pass overwrite" not in str(e):
-            raise
-        _say(f"   the existing store cannot be reused ({e}); extracting again")
-        opts.overwrite = True
-        res = extract_features(demo.store, keys, inputs, weights=i3d, options=opts)
+    # Synthetic dives are 70-140 frames long: the short-folder warnings are expected here. They
+    # stay in the store's warnings dataset; the demo prints their count instead of each one.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", InputWarning)
+        try:
+            res = extract_features(demo.store, keys, inputs, weights=i3d, options=opts)
+        except RuntimeError as e:
+            if "remove it or pass overwrite" not in str(e):
+                raise
+            _say(f"   the existing store cannot be reused ({e}); extracting again")
+            opts.overwrite = True
+            res = extract_features(demo.store, keys, inputs, weights=i3d, options=opts)
+    for w in caught:
+        if not issubclass(w.category, InputWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    noted = sum(issubclass(w.category, InputWarning) for w in caught)
+    if noted:
+        _say(f"   {noted} input warning(s), e.g. short frame folders (kept in the store's warnings dataset)")
     if res.errors or not res.complete:
         raise RuntimeError(f"feature extraction failed for {len(res.errors)} videos, e.g. {res.errors[:1]}")
     _say(f"   {res.extracted} videos extracted, {res.skipped} reused -> {demo.store}")

@@ -150,6 +150,6 @@ def step_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     sum over every query row that used the row).
     """
     if scale is None:
-        scale = q.shape[-1] ** -0.5
+        scale = q.shape[-1] ** -0.5 if q.shape[-1] else 1.0  # D == 0: no scores to scale
     out, _ = torch.ops.fdperf.step_attention(q, k, v, index, float(scale))
     return out
