@@ -9,6 +9,7 @@ Objects go to build/ext (kept between builds), so ninja recompiles only what cha
 pip command starts the build. The torch version is recorded in fdperf/_build_info.py, which the
 loader checks before it imports the extension.
 """
+
 import glob
 import os
 
@@ -26,11 +27,13 @@ BUILD_TEMP = os.path.join(HERE, "build", "ext")
 
 def _write_build_info(with_cuda):
     import torch
+
     text = (
         '"""Written by setup.py: what fdperf._C was built against."""\n'
         f"TORCH_VERSION = {torch.__version__!r}\n"
         f"TORCH_CUDA = {torch.version.cuda!r}\n"
-        f"WITH_CUDA = {bool(with_cuda)!r}\n")
+        f"WITH_CUDA = {bool(with_cuda)!r}\n"
+    )
     path = os.path.join(HERE, "fdperf", "_build_info.py")
     if not os.path.exists(path) or open(path).read() != text:
         with open(path, "w") as f:
@@ -46,7 +49,8 @@ def _extension():
     if with_cuda and (torch.version.cuda is None or CUDA_HOME is None):
         raise RuntimeError(
             "FORCE_CUDA=1 needs a CUDA build of torch and a CUDA toolkit (set CUDA_HOME); "
-            f"found torch {torch.__version__} (cuda={torch.version.cuda}), CUDA_HOME={CUDA_HOME}")
+            f"found torch {torch.__version__} (cuda={torch.version.cuda}), CUDA_HOME={CUDA_HOME}"
+        )
     _write_build_info(with_cuda)
     sources = _sources("csrc/*.cpp") + _sources("csrc/ops/*.cpp") + _sources("csrc/ops/cpu/*.cpp")
     # -fopenmp: at::parallel_for expands an OpenMP pragma in our own translation units.
@@ -54,12 +58,13 @@ def _extension():
     cxx = ["-O3", "-g0", "-std=c++17", "-fopenmp"]
     if with_cuda:
         return CUDAExtension(
-            "fdperf._C", sources + _sources("csrc/ops/cuda/*.cu"),
+            "fdperf._C",
+            sources + _sources("csrc/ops/cuda/*.cu"),
             define_macros=[("WITH_CUDA", None)],
             extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "-std=c++17", "-lineinfo"]},
-            extra_link_args=["-fopenmp"])
-    return CppExtension("fdperf._C", sources, extra_compile_args={"cxx": cxx},
-                        extra_link_args=["-fopenmp"])
+            extra_link_args=["-fopenmp"],
+        )
+    return CppExtension("fdperf._C", sources, extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"])
 
 
 def _cmdclass():

@@ -13,14 +13,15 @@ Same weights, same pairs; a round is STEPS steps (the loader's workers prefetch 
 CPU defaults are small (1 pair per step, 1 snippet, 2 steps a round); on a GPU the full sizes
 (8 pairs, 9 snippets, 455x256 frames); peak GPU memory is recorded in extra_info.
 """
+
 import os
 
 import numpy as np
 import pytest
 import torch
+from bench_tsa import DEVICE, GPU, Reference, sync
 from PIL import Image
 
-from bench_tsa import DEVICE, GPU, Reference, sync
 from fdperf.backbone.weights import random_i3d
 from fdperf.train.clips import Draw, FrameCache
 from fdperf.train.e2e_model import EndToEnd, optimizer_groups
@@ -62,20 +63,23 @@ def _labels(n):
 
 def _model():
     torch.manual_seed(0)
-    return EndToEnd(random_i3d(0), TSA(in_channels=SNIPPETS), STARTS, amp=GPU,
-                    channels_last=GPU).to(DEVICE).train()
+    return (
+        EndToEnd(random_i3d(0), TSA(in_channels=SNIPPETS), STARTS, amp=GPU, channels_last=GPU)
+        .to(DEVICE)
+        .train()
+    )
 
 
 def _peak(benchmark):
     if GPU:
-        benchmark.extra_info["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated() / 2 ** 30
+        benchmark.extra_info["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
 
 
 @pytest.mark.benchmark(group="e2e-train-steps")
 def test_e2e_steps_fdperf(benchmark, videos):
     n = len(videos)
     cache = FrameCache([("v", i) for i in range(n)], None, None, DEVICE)
-    for i, d in enumerate(videos):   # the steady state: every frame cached (epoch 2 onwards)
+    for i, d in enumerate(videos):  # the steady state: every frame cached (epoch 2 onwards)
         files = sorted(os.listdir(d))
         cache.put(i, torch.from_numpy(np.stack([np.asarray(Image.open(os.path.join(d, f))) for f in files])))
     model = _model()
@@ -94,6 +98,7 @@ def test_e2e_steps_fdperf(benchmark, videos):
             loss.backward()
             opt.step()
         sync()
+
     if GPU:
         torch.cuda.reset_peak_memory_stats()
     benchmark.pedantic(run, rounds=ROUNDS, warmup_rounds=1)
@@ -132,11 +137,17 @@ def test_e2e_steps_reference(benchmark, videos):
     model = _model()
     i3d = model.backbone.to(memory_format=torch.contiguous_format)
     ref = Reference(model.head)
-    opt = torch.optim.Adam([{"params": [p for p in i3d.parameters() if p.requires_grad], "lr": 1e-4},
-                            {"params": ref.parameters(), "lr": 1e-3}], weight_decay=0)
+    opt = torch.optim.Adam(
+        [
+            {"params": [p for p in i3d.parameters() if p.requires_grad], "lr": 1e-4},
+            {"params": ref.parameters(), "lr": 1e-3},
+        ],
+        weight_decay=0,
+    )
     y, gt = _labels(len(videos))
-    loader = torch.utils.data.DataLoader(PilPairs(videos), batch_size=BATCH, num_workers=2,
-                                         persistent_workers=True, shuffle=False)
+    loader = torch.utils.data.DataLoader(
+        PilPairs(videos), batch_size=BATCH, num_workers=2, persistent_workers=True, shuffle=False
+    )
 
     def features(clip):
         f, m = i3d(to_snippets(clip.to(DEVICE), STARTS))
@@ -147,9 +158,11 @@ def test_e2e_steps_reference(benchmark, videos):
             f1, m1 = features(v1)
             f2, m2 = features(v2)
             a, b = (2 * idx).to(DEVICE), (2 * idx + 1).to(DEVICE)
-            ref.train_step(opt, f1, m1, f2, m2, y.to(DEVICE)[a], y.to(DEVICE)[b], gt.to(DEVICE)[a],
-                           gt.to(DEVICE)[b])
+            ref.train_step(
+                opt, f1, m1, f2, m2, y.to(DEVICE)[a], y.to(DEVICE)[b], gt.to(DEVICE)[a], gt.to(DEVICE)[b]
+            )
         sync()
+
     if GPU:
         torch.cuda.reset_peak_memory_stats()
     benchmark.pedantic(run, rounds=ROUNDS, warmup_rounds=1)

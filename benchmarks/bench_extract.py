@@ -11,6 +11,7 @@ PIL per frame, NEAREST squash, centre crop, ToTensor/Normalize per frame, the un
 Groups: `extract-e2e` (videos/s = videos / median) and `extract-stages` (decode + preprocess
 alone, for the share of the end-to-end time).
 """
+
 import glob
 import os
 import warnings
@@ -65,7 +66,7 @@ def reference_load_video(folder: str) -> torch.Tensor:
         img = img.crop((0, 44, 112, 156))
         x = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float().div(255)
         frames.append((x - _MEAN) / _STD)
-    return torch.stack(frames, dim=1)          # [3, 96, 112, 112]
+    return torch.stack(frames, dim=1)  # [3, 96, 112, 112]
 
 
 def reference_extract(root: str, out: str, model) -> None:
@@ -76,13 +77,14 @@ def reference_extract(root: str, out: str, model) -> None:
         for row, (ev, ix) in enumerate(KEYS):
             video = reference_load_video(os.path.join(root, ev, str(ix)))
             with torch.no_grad():
-                pack = torch.stack([video[:, s:s + 16] for s in STARTS])   # [9, 3, 16, 112, 112]
+                pack = torch.stack([video[:, s : s + 16] for s in STARTS])  # [9, 3, 16, 112, 112]
                 feat, fmap = model(pack)
             feats[row] = feat.numpy()
             maps[row] = fmap.numpy().astype(np.float16)
 
 
 # ---- benchmarks -------------------------------------------------------------------------------
+
 
 def _fdperf_options(**kw):
     return ExtractOptions(device="cpu", progress=False, overwrite=True, torch_threads=THREADS, **kw)
@@ -92,18 +94,28 @@ def _fdperf_options(**kw):
 def test_e2e_reference_loader(benchmark, frames_root, tmp_path):
     model, _ = load_i3d(random_init=True)
     benchmark.extra_info.update(videos=NUM_VIDEOS, threads=THREADS)
-    benchmark.pedantic(reference_extract, args=(frames_root, str(tmp_path / "ref.h5"), model),
-                       rounds=ROUNDS, iterations=1, warmup_rounds=1)
+    benchmark.pedantic(
+        reference_extract,
+        args=(frames_root, str(tmp_path / "ref.h5"), model),
+        rounds=ROUNDS,
+        iterations=1,
+        warmup_rounds=1,
+    )
 
 
 @pytest.mark.benchmark(group="extract-e2e")
 def test_e2e_fdperf(benchmark, frames_root, tmp_path):
-    warnings.simplefilter("ignore", UserWarning)   # random-init warning
+    warnings.simplefilter("ignore", UserWarning)  # random-init warning
     out = str(tmp_path / "f.h5")
     benchmark.extra_info.update(videos=NUM_VIDEOS, threads=THREADS)
-    benchmark.pedantic(extract_features, args=(out, KEYS, Inputs(frames_root=frames_root)),
-                       kwargs=dict(random_init=True, options=_fdperf_options()),
-                       rounds=ROUNDS, iterations=1, warmup_rounds=1)
+    benchmark.pedantic(
+        extract_features,
+        args=(out, KEYS, Inputs(frames_root=frames_root)),
+        kwargs=dict(random_init=True, options=_fdperf_options()),
+        rounds=ROUNDS,
+        iterations=1,
+        warmup_rounds=1,
+    )
 
 
 @pytest.mark.benchmark(group="extract-stages")
@@ -111,6 +123,7 @@ def test_stage_reference_decode_preprocess(benchmark, frames_root):
     def load_all():
         for ev, ix in KEYS:
             reference_load_video(os.path.join(frames_root, ev, str(ix)))
+
     benchmark.pedantic(load_all, rounds=ROUNDS, iterations=1, warmup_rounds=1)
 
 
@@ -118,13 +131,15 @@ def test_stage_reference_decode_preprocess(benchmark, frames_root):
 def test_stage_fdperf_decode_preprocess(benchmark, frames_root):
     opts = _settings(_fdperf_options(), torch.device("cpu"))
     prep = _Preparer(Inputs(frames_root=frames_root), KEYS, opts, torch.device("cpu"))
-    batches = [list(range(i, min(i + opts.batch_videos, len(KEYS))))
-               for i in range(0, len(KEYS), opts.batch_videos)]
+    batches = [
+        list(range(i, min(i + opts.batch_videos, len(KEYS)))) for i in range(0, len(KEYS), opts.batch_videos)
+    ]
 
     def prepare_all():
         for rows in batches:
             got = prep.submit(rows)()
             assert len(got.rows) == len(rows)
+
     try:
         benchmark.pedantic(prepare_all, rounds=ROUNDS, iterations=1, warmup_rounds=1)
     finally:
@@ -137,6 +152,7 @@ def test_stage_i3d(benchmark, fused):
     """I3D alone on one video's 9 snippets: as written (the reference) and as fdperf runs it
     (batch norm folded, 1x1 convolutions merged, channels_last_3d)."""
     from fdperf.backbone import fuse_for_inference
+
     model = load_i3d(random_init=True)[0]
     x = torch.randn(9, 3, 16, 112, 112)
     if fused:
@@ -146,6 +162,7 @@ def test_stage_i3d(benchmark, fused):
     def run():
         with torch.inference_mode():
             model(x)
+
     benchmark.pedantic(run, rounds=ROUNDS, iterations=1, warmup_rounds=1)
 
 
@@ -176,11 +193,16 @@ def test_gpu_e2e_jpeg_folders(benchmark, gpu_frames_root, tmp_path):
     res = {}
 
     def run():
-        res["r"] = extract_features(str(tmp_path / "g.h5"), keys, Inputs(frames_root=gpu_frames_root),
-                                    random_init=True, options=opts)
+        res["r"] = extract_features(
+            str(tmp_path / "g.h5"), keys, Inputs(frames_root=gpu_frames_root), random_init=True, options=opts
+        )
+
     benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
-    benchmark.extra_info.update(videos=GPU_VIDEOS, device=torch.cuda.get_device_name(),
-                                videos_per_s=GPU_VIDEOS / benchmark.stats.stats.median)
+    benchmark.extra_info.update(
+        videos=GPU_VIDEOS,
+        device=torch.cuda.get_device_name(),
+        videos_per_s=GPU_VIDEOS / benchmark.stats.stats.median,
+    )
     assert res["r"].complete
 
 
@@ -190,7 +212,9 @@ def test_gpu_e2e_jpeg_folders(benchmark, gpu_frames_root, tmp_path):
 def test_gpu_h264_720p_parallel_readers(benchmark, tmp_path, readers):
     """Goal: >= 4,000 frames/s of 720p H.264 with parallel readers (one NVDEC session each)."""
     import av
+
     from fdperf.video import DaliVideoDecoder, ParallelDecoder
+
     path = str(tmp_path / "720p.mp4")
     n = 240
     with av.open(path, "w") as c:
@@ -213,9 +237,13 @@ def test_gpu_h264_720p_parallel_readers(benchmark, tmp_path, readers):
         for f in futures:
             f.result()
         torch.cuda.synchronize()
+
     try:
         benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
     finally:
         pool.close()
-    benchmark.extra_info.update(readers=readers, device=torch.cuda.get_device_name(),
-                                frames_per_s=clips * n / benchmark.stats.stats.median)
+    benchmark.extra_info.update(
+        readers=readers,
+        device=torch.cuda.get_device_name(),
+        frames_per_s=clips * n / benchmark.stats.stats.median,
+    )

@@ -11,6 +11,7 @@ Run: pytest benchmarks --benchmark-only   (add --benchmark-json=out.json to keep
 FDPERF_BENCH_SMALL=1 shrinks the voting shapes (N = 749, E = 300) and the rounds to a smoke run
 (benchmarks/gpu_check.sh --cpu-dry-run uses it); the default is the full sizes above.
 """
+
 import os
 
 import pytest
@@ -18,8 +19,12 @@ import torch
 import torch.nn.functional as F
 
 from fdperf.ops import segment_resample, step_attention
-from fdperf.ops.reference import (segment_resample_batched, segment_resample_reference,
-                                  segment_tokens_reference, step_attention_reference)
+from fdperf.ops.reference import (
+    segment_resample_batched,
+    segment_resample_reference,
+    segment_tokens_reference,
+    step_attention_reference,
+)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 SMALL = os.environ.get("FDPERF_BENCH_SMALL", "0") == "1"
@@ -37,6 +42,7 @@ def run(benchmark, fn, rounds):
         out = fn()
         sync()
         return out
+
     benchmark.pedantic(call, rounds=rounds, iterations=1, warmup_rounds=1)
 
 
@@ -53,8 +59,12 @@ def training_features(requires_grad):
 RESAMPLE = {
     "fused": lambda x, b: segment_resample(x, b, 5, tokens=True),
     "reference_loop": lambda x, b: segment_tokens_reference(x, b, 5),
-    "batched_torch": lambda x, b: segment_resample_batched(x, b, 5)
-    .reshape(x.shape[0], x.shape[1], 3, -1).permute(0, 2, 3, 1).contiguous(),
+    "batched_torch": lambda x, b: (
+        segment_resample_batched(x, b, 5)
+        .reshape(x.shape[0], x.shape[1], 3, -1)
+        .permute(0, 2, 3, 1)
+        .contiguous()
+    ),
 }
 
 
@@ -77,6 +87,7 @@ def test_segment_resample_forward_backward(benchmark, impl):
     def step():
         x.grad = None
         fn(x, bounds).backward(grad)
+
     run(benchmark, step, SLOW if impl == "reference_loop" else FAST)
 
 
@@ -103,8 +114,9 @@ def sdpa_gathered(q, k, v, index):
     if index is not None:
         k, v = k[index], v[index]
     N, H, S, Lq, D = q.shape
-    out = F.scaled_dot_product_attention(q.reshape(N, H * S, Lq, D), k.reshape(N, H * S, -1, D),
-                                         v.reshape(N, H * S, -1, D))
+    out = F.scaled_dot_product_attention(
+        q.reshape(N, H * S, Lq, D), k.reshape(N, H * S, -1, D), v.reshape(N, H * S, -1, D)
+    )
     return out.reshape(q.shape)
 
 
@@ -137,4 +149,5 @@ def test_step_attention_forward_backward(benchmark, shape, impl):
     def step():
         q.grad = k.grad = v.grad = None
         fn(q, k, v, index).backward(grad)
+
     run(benchmark, step, FAST if shape == "training" else min(SLOW, 2))

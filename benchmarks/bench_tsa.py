@@ -17,6 +17,7 @@ names its Annotations/ folder, else from groups of the same shape). The CPU defa
 down so the reference side finishes in seconds; on a GPU the defaults are the full sizes (2251
 training pairs, 749 x 10 pairs).
 """
+
 import os
 
 import numpy as np
@@ -24,10 +25,10 @@ import pytest
 import torch
 from reference_tsa import ReferenceTSA  # tests/reference_tsa.py (conftest.py adds tests/)
 
-from fdperf.tsa import TSA
-from fdperf.train.step import TrainStep
 from fdperf.evaluate import vote
 from fdperf.features.videoset import VideoSet
+from fdperf.train.step import TrainStep
+from fdperf.tsa import TSA
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 GPU = DEVICE.type == "cuda"
@@ -58,8 +59,15 @@ def _videos(n, seed=0):
     maps = torch.randn(n, 9, 1024, 4, 4, generator=g)
     y = torch.rand(n, generator=g) * 100
     gt = torch.stack([torch.randint(5, 45, (n,), generator=g), torch.randint(50, 90, (n,), generator=g)], 1)
-    return VideoSet([("v", i) for i in range(n)], feats.to(DEVICE), maps.to(DEVICE), y.to(DEVICE),
-                    gt.to(DEVICE), torch.zeros(n, dtype=torch.long, device=DEVICE), y.to(DEVICE))
+    return VideoSet(
+        [("v", i) for i in range(n)],
+        feats.to(DEVICE),
+        maps.to(DEVICE),
+        y.to(DEVICE),
+        gt.to(DEVICE),
+        torch.zeros(n, dtype=torch.long, device=DEVICE),
+        y.to(DEVICE),
+    )
 
 
 def _voting_plan():
@@ -68,6 +76,7 @@ def _voting_plan():
     in dive-number order, so that groups are complete as in the full pass)."""
     if ANNOTATIONS and os.path.isfile(os.path.join(ANNOTATIONS, "train_split.pkl")):
         from fdperf.data import load_annotations, voting_exemplars
+
         ann = load_annotations(ANNOTATIONS)
         test = sorted(ann.test_keys, key=lambda k: (ann[k].dive_number, k))[:QUERIES]
         rows, valid = voting_exemplars(ann, test, ann.train_keys, m=M, seed=0)
@@ -93,12 +102,14 @@ def test_train_step_fdperf(benchmark, pairs):
     step.use_gt.fill_(False)
     if GPU:
         step.capture()
-    benchmark.extra_info.update(device=str(DEVICE), threads=torch.get_num_threads(),
-                                cuda_graph=step.graph is not None)
+    benchmark.extra_info.update(
+        device=str(DEVICE), threads=torch.get_num_threads(), cuda_graph=step.graph is not None
+    )
 
     def run():
         step()
         sync()
+
     benchmark.pedantic(run, rounds=ROUNDS * 2, iterations=1, warmup_rounds=2)
 
 
@@ -111,9 +122,19 @@ def test_train_step_reference(benchmark, pairs):
     benchmark.extra_info.update(device=str(DEVICE), threads=torch.get_num_threads())
 
     def run():
-        ref.train_step(opt, p.features[:n], p.maps[:n], p.features[n:], p.maps[n:],
-                       p.scores[:n], p.scores[n:], p.bounds[:n], p.bounds[n:])
+        ref.train_step(
+            opt,
+            p.features[:n],
+            p.maps[:n],
+            p.features[n:],
+            p.maps[n:],
+            p.scores[:n],
+            p.scores[n:],
+            p.bounds[:n],
+            p.bounds[n:],
+        )
         sync()
+
     benchmark.pedantic(run, rounds=ROUNDS * 2, iterations=1, warmup_rounds=2)
 
 
@@ -138,10 +159,11 @@ def test_epoch_fdperf(benchmark, epoch_videos):
         perm = torch.randperm(EPOCH_PAIRS, generator=g, device=DEVICE)
         ex = torch.roll(perm, 1)
         for b in range(EPOCH_PAIRS // BATCH):
-            step.rows.copy_(perm[b * BATCH:(b + 1) * BATCH])
-            step.ex_rows.copy_(ex[b * BATCH:(b + 1) * BATCH])
+            step.rows.copy_(perm[b * BATCH : (b + 1) * BATCH])
+            step.ex_rows.copy_(ex[b * BATCH : (b + 1) * BATCH])
             step()
         sync()
+
     benchmark.pedantic(run, rounds=ROUNDS, iterations=1, warmup_rounds=1)
 
 
@@ -157,10 +179,20 @@ def test_epoch_reference(benchmark, epoch_videos):
         perm = torch.randperm(EPOCH_PAIRS).to(DEVICE)
         ex = torch.roll(perm, 1)
         for b in range(EPOCH_PAIRS // BATCH):
-            q, e = perm[b * BATCH:(b + 1) * BATCH], ex[b * BATCH:(b + 1) * BATCH]
-            ref.train_step(opt, v.features[q], v.maps[q], v.features[e], v.maps[e], v.scores[q],
-                           v.scores[e], v.bounds[q], v.bounds[e])
+            q, e = perm[b * BATCH : (b + 1) * BATCH], ex[b * BATCH : (b + 1) * BATCH]
+            ref.train_step(
+                opt,
+                v.features[q],
+                v.maps[q],
+                v.features[e],
+                v.maps[e],
+                v.scores[q],
+                v.scores[e],
+                v.bounds[q],
+                v.bounds[e],
+            )
         sync()
+
     benchmark.pedantic(run, rounds=ROUNDS, iterations=1, warmup_rounds=0)
 
 
@@ -187,12 +219,14 @@ def _exemplar_set(voting_fx):
 def test_voting_fdperf(benchmark, voting):
     model = _model().eval()
     queries, exemplars, rows, valid = _exemplar_set(voting)
-    benchmark.extra_info.update(device=str(DEVICE), queries=len(queries), pairs=int(valid.sum()),
-                                plan=voting[4])
+    benchmark.extra_info.update(
+        device=str(DEVICE), queries=len(queries), pairs=int(valid.sum()), plan=voting[4]
+    )
 
     def run():
         vote(model, queries, exemplars, rows, valid)
         sync()
+
     benchmark.pedantic(run, rounds=ROUNDS, iterations=1, warmup_rounds=1)
 
 
@@ -201,15 +235,19 @@ def test_voting_reference(benchmark, voting):
     model = _model().eval()
     ref = ReferenceTSA(model)
     queries, exemplars, rows, valid = _exemplar_set(voting)
-    benchmark.extra_info.update(device=str(DEVICE), queries=len(queries), pairs=int(valid.sum()),
-                                plan=voting[4])
+    benchmark.extra_info.update(
+        device=str(DEVICE), queries=len(queries), pairs=int(valid.sum()), plan=voting[4]
+    )
 
     def run():
         for i in range(len(queries)):
-            exs = [(exemplars.features[j:j + 1], exemplars.maps[j:j + 1], exemplars.scores[j])
-                   for j in rows[i][valid[i]].tolist()]
-            ref.vote_one(queries.features[i:i + 1], queries.maps[i:i + 1], exs)
+            exs = [
+                (exemplars.features[j : j + 1], exemplars.maps[j : j + 1], exemplars.scores[j])
+                for j in rows[i][valid[i]].tolist()
+            ]
+            ref.vote_one(queries.features[i : i + 1], queries.maps[i : i + 1], exs)
         sync()
+
     benchmark.pedantic(run, rounds=1, iterations=1, warmup_rounds=0)
 
 
@@ -219,11 +257,25 @@ def test_reference_style_agrees_with_fdperf(voting):
     ref = ReferenceTSA(model)
     queries, exemplars, rows, valid = _exemplar_set(voting)
     q = 2
-    votes = vote(model, VideoSet(queries.keys[:q], queries.features[:q], queries.maps[:q],
-                                 queries.scores[:q], queries.bounds[:q], queries.dive_ids[:q],
-                                 queries.difficulty[:q]), exemplars, rows[:q], valid[:q])
+    votes = vote(
+        model,
+        VideoSet(
+            queries.keys[:q],
+            queries.features[:q],
+            queries.maps[:q],
+            queries.scores[:q],
+            queries.bounds[:q],
+            queries.dive_ids[:q],
+            queries.difficulty[:q],
+        ),
+        exemplars,
+        rows[:q],
+        valid[:q],
+    )
     for i in range(q):
-        exs = [(exemplars.features[j:j + 1], exemplars.maps[j:j + 1], exemplars.scores[j])
-               for j in rows[i][valid[i]].tolist()]
-        score, _ = ref.vote_one(queries.features[i:i + 1], queries.maps[i:i + 1], exs)
+        exs = [
+            (exemplars.features[j : j + 1], exemplars.maps[j : j + 1], exemplars.scores[j])
+            for j in rows[i][valid[i]].tolist()
+        ]
+        score, _ = ref.vote_one(queries.features[i : i + 1], queries.maps[i : i + 1], exs)
         assert abs(float(score) - float(votes.scores[i])) < 1e-3

@@ -4,6 +4,7 @@ FDPERF_BENCH_THREADS=n runs every implementation with n intra-op threads (torch.
 on a shared, oversubscribed machine 1 thread gives the steadiest comparison, because OpenMP's
 spinning barrier stalls whenever a peer thread is descheduled.
 """
+
 import os
 import platform
 import sys

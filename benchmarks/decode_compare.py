@@ -8,6 +8,7 @@ TSA trained once with each decoding, and each trained model evaluated with both 
 the same weights are compared too). Prints a markdown table: rho, AIoU@0.5/0.75 on all test
 videos and on the late ones only, means over the seeds. CPU, about 1 minute per seed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,24 +29,48 @@ from fdperf.tsa.decode import DECODERS, representable
 
 
 def one_seed(root: Path, seed: int, args) -> dict:
-    store, _ = make_synthetic_features(root / "data", n_train=args.train, n_test=args.test, seed=seed,
-                                       late_share=args.late_share)
+    store, _ = make_synthetic_features(
+        root / "data", n_train=args.train, n_test=args.test, seed=seed, late_share=args.late_share
+    )
     ann = load_annotations(root / "data" / "Annotations")
     truth = np.stack([ann[k].transitions for k in ann.test_keys])
     late = ~representable(truth, "window").numpy()
     out = {}
     for trained in DECODERS:
-        res = train(store, ann, root / trained, max_epoch=args.epochs, bs_train=4, voter_number=5,
-                    eval_every=args.epochs, seed=seed, device="cpu", progress=False,
-                    log=lambda s: None, decode=trained)
+        res = train(
+            store,
+            ann,
+            root / trained,
+            max_epoch=args.epochs,
+            bs_train=4,
+            voter_number=5,
+            eval_every=args.epochs,
+            seed=seed,
+            device="cpu",
+            progress=False,
+            log=lambda s: None,
+            decode=trained,
+        )
         for decoded in DECODERS:
-            ev = evaluate(res.last_checkpoint, store, ann, root / f"{trained}-{decoded}",
-                          voter_number=5, device="cpu", decode=decoded, seed=seed)
+            ev = evaluate(
+                res.last_checkpoint,
+                store,
+                ann,
+                root / f"{trained}-{decoded}",
+                voter_number=5,
+                device="cpu",
+                decode=decoded,
+                seed=seed,
+            )
             pred = ev.votes.bounds.cpu().numpy()
             m = ev.metrics
-            out[(trained, decoded)] = [m["rho"], m["aiou50"], m["aiou75"],
-                                       M.aiou(pred[late], truth[late], 0.5),
-                                       M.aiou(pred[late], truth[late], 0.75)]
+            out[(trained, decoded)] = [
+                m["rho"],
+                m["aiou50"],
+                m["aiou75"],
+                M.aiou(pred[late], truth[late], 0.5),
+                M.aiou(pred[late], truth[late], 0.75),
+            ]
     return out, int(late.sum())
 
 
@@ -66,11 +91,16 @@ def main(argv=None) -> int:
             r, n_late = one_seed(Path(tmp), seed, args)
         runs.append(r)
         lates.append(n_late)
-        print(f"seed {seed}: {n_late} of {args.test} test videos outside the windows "
-              f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
-    print(f"Synthetic feature set, late_share {args.late_share}: {args.train} train / {args.test} "
-          f"test videos ({np.mean(lates):.1f} test videos outside the windows on average), TSA "
-          f"{args.epochs} epochs, 5 exemplars, mean over seeds {args.seeds}; AIoU in %.\n")
+        print(
+            f"seed {seed}: {n_late} of {args.test} test videos outside the windows "
+            f"({time.perf_counter() - t0:.0f} s)",
+            file=sys.stderr,
+        )
+    print(
+        f"Synthetic feature set, late_share {args.late_share}: {args.train} train / {args.test} "
+        f"test videos ({np.mean(lates):.1f} test videos outside the windows on average), TSA "
+        f"{args.epochs} epochs, 5 exemplars, mean over seeds {args.seeds}; AIoU in %.\n"
+    )
     print("| trained with | decoded with | rho | AIoU@0.5 | AIoU@0.75 | AIoU@0.5 late | AIoU@0.75 late |")
     print("|---|---|---|---|---|---|---|")
     for key in runs[0]:

@@ -4,6 +4,7 @@ The main entry points are importable from here; each is loaded on first use, so 
 needs neither torch nor the native extension. The operators (`fdperf.ops`, torch.ops.fdperf.*)
 load the extension fdperf._C on first use and fail with build instructions when it is missing.
 """
+
 import importlib
 
 from .version import __version__
@@ -38,6 +39,7 @@ _ALIASES = {"train_model": "train", "evaluate_model": "evaluate"}
 def __getattr__(name):
     if name == "_C":  # the extension, for code that reached it as fdperf._C
         from . import _native
+
         return _native.load()
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), _ALIASES.get(name, name))

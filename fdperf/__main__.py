@@ -2,6 +2,7 @@
 
 Each command is also `python -m fdperf.<module>`; `fdperf env` reports what is available.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -22,8 +23,7 @@ COMMANDS = {
 
 def usage() -> str:
     width = max(map(len, COMMANDS))
-    lines = ["usage: fdperf COMMAND [options]   (fdperf COMMAND --help for its options)", "",
-             "commands:"]
+    lines = ["usage: fdperf COMMAND [options]   (fdperf COMMAND --help for its options)", "", "commands:"]
     lines += [f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()]
     return "\n".join(lines)
 
@@ -35,6 +35,7 @@ def main(argv=None) -> int:
         return 0
     if argv[0] in ("-V", "--version"):
         from .version import __version__
+
         print(f"fdperf {__version__}")
         return 0
     name = argv[0]

@@ -3,6 +3,7 @@
 Exit status of every command: 0 done, 1 some inputs failed (and were recorded), 2 usage or input
 error (one line on stderr naming the file, key or option; `--debug` shows the traceback).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,14 +26,24 @@ CONFIG_OPTIONS = {
     "max_epoch": (int, 200, "training epochs"),
     "base_lr": (float, 1e-3, "Adam learning rate of the head (no weight decay)"),
     "voter_number": (int, 10, "exemplars per test video when evaluating (M)"),
-    "prob_tas_threshold": (float, 0.25, "ground-truth transitions while epoch/max_epoch <= this, "
-                                        "predicted ones afterwards"),
+    "prob_tas_threshold": (
+        float,
+        0.25,
+        "ground-truth transitions while epoch/max_epoch <= this, predicted ones afterwards",
+    ),
     "fix_size": (int, 5, "points each step is resampled to"),
     "step_num": (int, 3, "procedure steps (transitions + 1)"),
-    "action_number_choosing": ("bool", True, "exemplars of the same dive number (w/ DN); "
-                                             "false: any training video"),
-    "random_choosing": ("bool", False, "accepted for reference configs (the reference reads it "
-                                       "but chooses randomly whenever action_number_choosing is false)"),
+    "action_number_choosing": (
+        "bool",
+        True,
+        "exemplars of the same dive number (w/ DN); false: any training video",
+    ),
+    "random_choosing": (
+        "bool",
+        False,
+        "accepted for reference configs (the reference reads it "
+        "but chooses randomly whenever action_number_choosing is false)",
+    ),
     "seed": (int, 0, "seed of model initialisation, batches and exemplar choice"),
 }
 
@@ -51,8 +62,12 @@ COMMAND_NAME: str | None = None
 def parser(prog: str, description: str, epilog: str | None = None) -> argparse.ArgumentParser:
     """An argparse parser with fdperf's common `--debug` flag."""
     prog = COMMAND_NAME or prog
-    p = OneLineParser(prog=prog, description=description, epilog=epilog,
-                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(
+        prog=prog,
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     return p
 
@@ -82,13 +97,20 @@ def add_config_options(p: argparse.ArgumentParser, keys) -> None:
     for key in keys:
         typ, default, text = CONFIG_OPTIONS[key]
         names = [f"--{key}"] + ([f"--{key.replace('_', '-')}"] if "_" in key else [])
-        p.add_argument(*names, dest=key, default=None, type=str2bool if typ == "bool" else typ,
-                       metavar="BOOL" if typ == "bool" else None, help=f"{text} (default {default})")
+        p.add_argument(
+            *names,
+            dest=key,
+            default=None,
+            type=str2bool if typ == "bool" else typ,
+            metavar="BOOL" if typ == "bool" else None,
+            help=f"{text} (default {default})",
+        )
 
 
 def read_config(path) -> dict:
     """The reference YAML (plain keys and values) as a dict."""
     import yaml
+
     try:
         with open(path) as f:
             cfg = yaml.safe_load(f) or {}
@@ -125,5 +147,7 @@ def annotations_from(args, cfg_path) -> str:
             folder = os.path.dirname(os.path.join(os.path.dirname(os.path.abspath(cfg_path)), label))
             if os.path.isdir(folder):
                 return folder
-    raise UserError("give the FineDiving annotations folder with --annotations (or a --config "
-                    "whose label_path points into it)")
+    raise UserError(
+        "give the FineDiving annotations folder with --annotations (or a --config "
+        "whose label_path points into it)"
+    )

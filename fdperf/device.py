@@ -1,4 +1,5 @@
 """The one place that turns a device option into a torch.device."""
+
 from __future__ import annotations
 
 import torch

@@ -3,6 +3,7 @@
 Prints torch and CUDA versions, the built operators and the devices they have kernels for, the
 CPU kernel path (AVX2+FMA or baseline), DALI and its GPU decoders, PyAV, nvcc and the GPUs.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -48,30 +49,40 @@ def _cpu() -> dict:
     path = "AVX2+FMA" if avx2 and not os.environ.get("FDPERF_DISABLE_AVX2") else "baseline"
     if avx2 and os.environ.get("FDPERF_DISABLE_AVX2"):
         path += " (FDPERF_DISABLE_AVX2 is set)"
-    return {"cpu": name, "cores": os.cpu_count(), "avx512f": "avx512f" in flags,
-            "fdperf CPU kernels": path}
+    return {"cpu": name, "cores": os.cpu_count(), "avx512f": "avx512f" in flags, "fdperf CPU kernels": path}
 
 
 def _torch() -> dict:
     import torch
-    out = {"torch": torch.__version__, "torch CUDA": torch.version.cuda or "none (CPU build)",
-           "torch threads": torch.get_num_threads(),
-           "ATen CPU capability": torch.backends.cpu.get_cpu_capability()}
-    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] \
-        if torch.cuda.is_available() else []
+
+    out = {
+        "torch": torch.__version__,
+        "torch CUDA": torch.version.cuda or "none (CPU build)",
+        "torch threads": torch.get_num_threads(),
+        "ATen CPU capability": torch.backends.cpu.get_cpu_capability(),
+    }
+    gpus = (
+        [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        if torch.cuda.is_available()
+        else []
+    )
     out["GPUs"] = ", ".join(gpus) if gpus else "none"
     return out
 
 
 def _operators() -> dict:
     from . import _native
+
     try:
         C = _native.load()
     except ImportError as e:
         return {"fdperf._C": f"NOT BUILT: {str(e).splitlines()[0]}"}
     import torch
-    out = {"fdperf._C": f"built against torch {_native.built_torch_version() or '?'}, "
-                        f"CUDA kernels {'yes' if C.built_with_cuda() else 'no'}"}
+
+    out = {
+        "fdperf._C": f"built against torch {_native.built_torch_version() or '?'}, "
+        f"CUDA kernels {'yes' if C.built_with_cuda() else 'no'}"
+    }
     for op in OPERATORS:
         keys = ("CPU", "CUDA")
         have = [k for k in keys if torch._C._dispatch_has_kernel_for_dispatch_key(f"fdperf::{op}", k)]
@@ -87,6 +98,7 @@ def _dali() -> dict:
     out = {"DALI": dali.__version__}
     try:
         import torch
+
         gpu = torch.cuda.is_available()
     except Exception:  # noqa: BLE001
         gpu = False
@@ -95,8 +107,9 @@ def _dali() -> dict:
 
 
 def _nvcc() -> str:
-    nvcc = shutil.which("nvcc") or (os.path.join(os.environ["CUDA_HOME"], "bin", "nvcc")
-                                    if os.environ.get("CUDA_HOME") else None)
+    nvcc = shutil.which("nvcc") or (
+        os.path.join(os.environ["CUDA_HOME"], "bin", "nvcc") if os.environ.get("CUDA_HOME") else None
+    )
     if not nvcc or not os.path.exists(nvcc):
         return "not found"
     try:
@@ -109,8 +122,7 @@ def _nvcc() -> str:
 
 def collect() -> dict:
     """Everything `fdperf env` prints, as an ordered dict of name -> text."""
-    info = {"fdperf": __version__, "python": sys.version.split()[0],
-            "platform": platform.platform()}
+    info = {"fdperf": __version__, "python": sys.version.split()[0], "platform": platform.platform()}
     info.update(_cpu())
     info.update(_torch())
     info.update(_operators())
@@ -131,6 +143,7 @@ def main(argv=None) -> int:
     info = collect()
     if args.json:
         import json
+
         print(json.dumps(info, indent=2, default=str))
     else:
         width = max(len(k) for k in info)

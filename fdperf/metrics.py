@@ -2,6 +2,7 @@
 
 Inputs are array-likes (lists, numpy arrays or tensors); results are Python floats.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,5 +1,6 @@
 """Range checks of option values, shared by `train` and `evaluate`: run before anything loads,
 they raise `ConfigError` naming the option as the command line spells it."""
+
 from __future__ import annotations
 
 import math

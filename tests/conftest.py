@@ -1,4 +1,5 @@
 """Shared fixtures: the real FineDiving annotations and small annotation sets in the same schema."""
+
 import os
 import re
 
@@ -37,11 +38,18 @@ def write_annotation_set(folder, samples, train, test, overrides=None):
     """Writes the six FineDiving files for `samples`: {key: (dive_number, score, difficulty,
     step_lengths, step_types)}, through fdperf's annotation writer. `overrides` maps a file name
     to an object written instead (None: the file is left out), for the loader's error tests."""
-    records = [AnnotationRecord(key=key, dive_number=dn, score=score, difficulty=dd,
-                                frame_labels=np.repeat(np.asarray(types, np.int64), lengths),
-                                sub_action_names={t: f"type{t}" for t in types},
-                                judge_scores=[7.0, 7.5, 8.0, 8.0, 8.5])
-               for key, (dn, score, dd, lengths, types) in samples.items()]
+    records = [
+        AnnotationRecord(
+            key=key,
+            dive_number=dn,
+            score=score,
+            difficulty=dd,
+            frame_labels=np.repeat(np.asarray(types, np.int64), lengths),
+            sub_action_names={t: f"type{t}" for t in types},
+            judge_scores=[7.0, 7.5, 8.0, 8.0, 8.5],
+        )
+        for key, (dn, score, dd, lengths, types) in samples.items()
+    ]
     write_annotations(folder, records, train, test, {i: f"type{i}" for i in range(1, 43)})
     for name, obj in (overrides or {}).items():
         path = os.path.join(folder, name)

@@ -7,17 +7,18 @@ exemplars), and returns the figures as a dict. `check_learning(m)` holds the tes
 so that the measurement script judges every cell of its seed x threads x ISA matrix exactly as
 the test does.
 """
+
 import time
 
 import torch
 
+from fdperf.evaluate import evaluate
+from fdperf.synthetic.features import make_synthetic_features
 from fdperf.train import train
 from fdperf.tsa.checkpoint import read_checkpoint
-from fdperf.synthetic.features import make_synthetic_features
-from fdperf.evaluate import evaluate
 
 EPOCHS = 16
-EVAL_EVERY = 8          # TSA is evaluated after epochs 8 and 16: best-vs-last is a real choice
+EVAL_EVERY = 8  # TSA is evaluated after epochs 8 and 16: best-vs-last is a real choice
 
 # Thresholds and margins, from benchmarks/learning_spread.md: 30 runs = seeds 0-4 (data AND
 # training seed) x {1 thread: native, FDPERF_DISABLE_AVX2=1, ONEDNN_MAX_CPU_ISA=AVX2 +
@@ -52,21 +53,42 @@ def run_learning(workdir, seed: int = 0, threads: int | None = None) -> dict:
         torch.set_num_threads(threads)
     t0 = time.perf_counter()
     store, ann = make_synthetic_features(workdir / "data", n_train=64, n_test=48, seed=seed)
-    common = dict(max_epoch=EPOCHS, bs_train=4, base_lr=1e-3, voter_number=5, seed=seed,
-                  device="cpu", progress=False, log=lambda line: None)
+    common = dict(
+        max_epoch=EPOCHS,
+        bs_train=4,
+        base_lr=1e-3,
+        voter_number=5,
+        seed=seed,
+        device="cpu",
+        progress=False,
+        log=lambda line: None,
+    )
     tsa = train(store, ann, workdir / "tsa", method="TSA", eval_every=EVAL_EVERY, **common)
     fr = train(store, ann, workdir / "fr", method="F+R", eval_every=EPOCHS, **common)
     # TSA-oracle: the same last weights and the same exemplars (voting_exemplars' seed), with
     # ground-truth transitions instead of predicted ones (issue 5)
-    oracle = evaluate(tsa.last_checkpoint, store, ann, workdir / "oracle", voter_number=5,
-                      seed=seed, transitions="oracle", device="cpu")
+    oracle = evaluate(
+        tsa.last_checkpoint,
+        store,
+        ann,
+        workdir / "oracle",
+        voter_number=5,
+        seed=seed,
+        transitions="oracle",
+        device="cpu",
+    )
     evaluated = [h for h in tsa.history if "test" in h]
     return {
-        "seed": seed, "threads": torch.get_num_threads(),
-        "rho_tsa": tsa.last["rho"], "rho_fr": fr.last["rho"], "rho_oracle": oracle.metrics["rho"],
-        "aiou75_tsa": tsa.last["aiou75"], "aiou75_oracle": oracle.metrics["aiou75"],
+        "seed": seed,
+        "threads": torch.get_num_threads(),
+        "rho_tsa": tsa.last["rho"],
+        "rho_fr": fr.last["rho"],
+        "rho_oracle": oracle.metrics["rho"],
+        "aiou75_tsa": tsa.last["aiou75"],
+        "aiou75_oracle": oracle.metrics["aiou75"],
         "evaluated": [(h["epoch"], h["test"]["rho"]) for h in evaluated],
-        "best": dict(tsa.best), "last": dict(tsa.last),
+        "best": dict(tsa.best),
+        "last": dict(tsa.last),
         "best_checkpoint_epoch": read_checkpoint(tsa.best_checkpoint)["epoch"],
         "last_checkpoint_epoch": read_checkpoint(tsa.last_checkpoint)["epoch"],
         "seconds": time.perf_counter() - t0,

@@ -10,10 +10,11 @@ model's parameters and buffers (none of fdperf's modules run), so gradients reac
 parameters and batch-norm statistics update as the reference's modules update theirs.
 Two transitions (three steps), as in the reference.
 """
+
 import torch
 import torch.nn.functional as F
 
-FIX = 5          # tokens per step (the reference's fix_size)
+FIX = 5  # tokens per step (the reference's fix_size)
 STEPS = 3
 
 
@@ -25,14 +26,22 @@ def params(module) -> dict:
 def psnet(x, p, training):
     """PSNet: U-Net-style 1-D encoder [B, 9, 1024] -> units [B, 64, 96] and transition
     probabilities [B, 96, 2]."""
+
     def double_conv(x, pre):
         for i in (0, 3):
             x = F.conv1d(x, p[f"{pre}.conv.{i}.weight"], p[f"{pre}.conv.{i}.bias"], padding=1)
             bn = f"{pre}.conv.{i + 1}"
-            x = F.batch_norm(x, p[f"{bn}.running_mean"], p[f"{bn}.running_var"],
-                             p[f"{bn}.weight"], p[f"{bn}.bias"], training=training)
+            x = F.batch_norm(
+                x,
+                p[f"{bn}.running_mean"],
+                p[f"{bn}.running_var"],
+                p[f"{bn}.weight"],
+                p[f"{bn}.bias"],
+                training=training,
+            )
             x = F.relu(x)
         return x
+
     x = double_conv(x, "inc.conv")
     for d in range(1, 5):
         x = double_conv(F.max_pool1d(x, 2), f"down{d}.mpconv.1")
@@ -67,14 +76,24 @@ def regressor(x, p):
 
 
 def seg_pool_1d(x, st, ed, n):
-    return torch.cat([F.interpolate(x[:, :, a:b], size=n, mode="linear", align_corners=True)
-                      for a, b in ((0, st), (st, ed), (ed, x.shape[2]))], 2)
+    return torch.cat(
+        [
+            F.interpolate(x[:, :, a:b], size=n, mode="linear", align_corners=True)
+            for a, b in ((0, st), (st, ed), (ed, x.shape[2]))
+        ],
+        2,
+    )
 
 
 def seg_pool_3d(x, st, ed, n):
     H, W = x.shape[-2:]
-    return torch.cat([F.interpolate(x[:, :, a:b], size=[n, H, W], mode="trilinear", align_corners=True)
-                      for a, b in ((0, st), (st, ed), (ed, x.shape[2]))], 2)
+    return torch.cat(
+        [
+            F.interpolate(x[:, :, a:b], size=[n, H, W], mode="trilinear", align_corners=True)
+            for a, b in ((0, st), (st, ed), (ed, x.shape[2]))
+        ],
+        2,
+    )
 
 
 class ReferenceTSA:
@@ -107,7 +126,7 @@ class ReferenceTSA:
         pred = torch.zeros(n2, 2, dtype=torch.long)
         for bs in range(n2):
             for i in range(2):
-                pred[bs, i] = probs[bs, i * 48:(i + 1) * 48, i].argmax(0).cpu().item() + i * 48
+                pred[bs, i] = probs[bs, i * 48 : (i + 1) * 48, i].argmax(0).cpu().item() + i * 48
         pred.clamp_(min=1)  # the reference moves a boundary at frame 0 to frame 1
         bounds = torch.cat([gt1, gt2]) if gt1 is not None else pred
         u, umap = u.transpose(1, 2), umap.transpose(1, 2)
@@ -117,19 +136,25 @@ class ReferenceTSA:
             return max(st, 1), max(ed, 1)
 
         def tokens(b):
-            return seg_pool_1d(u[b:b + 1], *cut(b), FIX).transpose(1, 2)
+            return seg_pool_1d(u[b : b + 1], *cut(b), FIX).transpose(1, 2)
 
         def memory(b):
-            s = seg_pool_3d(umap[b:b + 1], *cut(b), FIX)
+            s = seg_pool_3d(umap[b : b + 1], *cut(b), FIX)
             s = s.reshape(1, s.shape[1], s.shape[2], -1).transpose(2, 3)
             return torch.cat([s[:, :, :, i] for i in range(s.shape[-1])], 2).transpose(1, 2)
+
         return probs, pred, tokens, memory
 
     def decode(self, q, v):
         """One decoder call per step: step i's tokens attend to step i's memory only."""
         per = v.shape[1] // STEPS
-        return torch.cat([decoder(q[:, i * FIX:(i + 1) * FIX], v[:, i * per:(i + 1) * per], self.dec)
-                          for i in range(STEPS)], 1)
+        return torch.cat(
+            [
+                decoder(q[:, i * FIX : (i + 1) * FIX], v[:, i * per : (i + 1) * per], self.dec)
+                for i in range(STEPS)
+            ],
+            1,
+        )
 
     def pair_deltas(self, f1, m1, f2, m2, gt1=None, gt2=None, training=False):
         """Both directions of N pairs: (deltas [2N] = [1 minus 2; 2 minus 1], probs, pred)."""
@@ -146,15 +171,19 @@ class ReferenceTSA:
         """network_forward_train's loss: both directions' MSE plus the transitions' BCE.
         Returns (loss, deltas, probs, pred)."""
         n = f1.shape[0]
-        deltas, probs, pred = self.pair_deltas(f1, m1, f2, m2, gt1 if use_gt else None,
-                                               gt2 if use_gt else None, training=True)
+        deltas, probs, pred = self.pair_deltas(
+            f1, m1, f2, m2, gt1 if use_gt else None, gt2 if use_gt else None, training=True
+        )
         gt = torch.cat([gt1, gt2])
         target = torch.zeros(probs.size(), dtype=probs.dtype)
         for bs in range(probs.shape[0]):
             target[bs, int(gt[bs, 0]), 0] = 1
             target[bs, int(gt[bs, -1]), -1] = 1
-        loss = (F.mse_loss(deltas[:n], y1 - y2) + F.mse_loss(deltas[n:], y2 - y1)
-                + F.binary_cross_entropy(probs, target.to(probs.device)))
+        loss = (
+            F.mse_loss(deltas[:n], y1 - y2)
+            + F.mse_loss(deltas[n:], y2 - y1)
+            + F.binary_cross_entropy(probs, target.to(probs.device))
+        )
         return loss, deltas, probs, pred
 
     def train_step(self, opt, f1, m1, f2, m2, y1, y2, gt1, gt2):

@@ -1,5 +1,6 @@
 """The one annotations writer: what it writes loads back as the records it was given, in the
 published files' schema and pickle spelling, for every user (synthetic set, feature set, tests)."""
+
 import os
 import pickle
 import pickletools
@@ -11,8 +12,15 @@ from fdperf.data.annotations import FILES
 from fdperf.synthetic import dive_records, sample_dives, split_dives
 from fdperf.synthetic.features import make_synthetic_features
 
-SAMPLE_FIELDS = ("key", "dive_number", "score", "difficulty", "judge_scores", "sub_action_names",
-                 "num_transitions")
+SAMPLE_FIELDS = (
+    "key",
+    "dive_number",
+    "score",
+    "difficulty",
+    "judge_scores",
+    "sub_action_names",
+    "num_transitions",
+)
 ARRAY_FIELDS = ("frame_labels", "transit_frames", "sampled_labels", "transitions", "all_transitions")
 
 
@@ -38,11 +46,27 @@ def _globals(path):
 
 def test_records_load_back(tmp_path):
     labels = np.repeat(np.array([4, 25, 36], np.int64), [20, 40, 25])
-    recs = [AnnotationRecord(("ev", 1), "407c", 88.0, 3.2, labels, {4: "Inward", 25: "3.5 Soms.Tuck",
-                                                                    36: "Entry"},
-                             judge_scores=[9.5, 9.0, 9.5, 9.0, 8.5], start_frame=7378),
-            AnnotationRecord(("ev", 2), "107b", 50.5, 3.0, labels, {4: "a", 25: "b", 36: "c"},
-                             transit_frames=np.array([20, 60]))]
+    recs = [
+        AnnotationRecord(
+            ("ev", 1),
+            "407c",
+            88.0,
+            3.2,
+            labels,
+            {4: "Inward", 25: "3.5 Soms.Tuck", 36: "Entry"},
+            judge_scores=[9.5, 9.0, 9.5, 9.0, 8.5],
+            start_frame=7378,
+        ),
+        AnnotationRecord(
+            ("ev", 2),
+            "107b",
+            50.5,
+            3.0,
+            labels,
+            {4: "a", 25: "b", 36: "c"},
+            transit_frames=np.array([20, 60]),
+        ),
+    ]
     folder = write_annotations(tmp_path / "A", recs, [("ev", 1)], [("ev", 2)], {4: "Inward"})
     assert sorted(os.listdir(folder)) == sorted(FILES.values())
     ann = load_annotations(folder)
@@ -57,8 +81,11 @@ def test_records_load_back(tmp_path):
     assert ann.sub_action_types == {4: "Inward"}
     for name in FILES.values():
         assert _globals(os.path.join(folder, name)) <= {
-            "numpy ndarray", "numpy dtype", "numpy.core.multiarray _reconstruct",
-            "numpy.core.multiarray scalar"}
+            "numpy ndarray",
+            "numpy dtype",
+            "numpy.core.multiarray _reconstruct",
+            "numpy.core.multiarray scalar",
+        }
     with open(os.path.join(folder, FILES["coarse"]), "rb") as f:
         coarse = pickle.load(f)
     assert coarse[("ev", 1)]["start_frame"] == 7378 and coarse[("ev", 1)]["end_frame"] == 7378 + 84
@@ -70,8 +97,9 @@ def test_records_load_back(tmp_path):
 
 def test_loaded_annotations_round_trip(small_annotations, tmp_path):
     ann = load_annotations(small_annotations[0])
-    again = write_annotations(tmp_path / "again", ann.samples.values(), ann.train_keys,
-                              ann.test_keys, ann.sub_action_types)
+    again = write_annotations(
+        tmp_path / "again", ann.samples.values(), ann.train_keys, ann.test_keys, ann.sub_action_types
+    )
     assert_same_annotations(ann, load_annotations(again))
 
 
@@ -97,13 +125,15 @@ def test_synthetic_feature_set_annotations_load_as_returned(tmp_path):
 
 def test_real_annotations_round_trip(real_annotations_dir, tmp_path):
     ann = load_annotations(real_annotations_dir)
-    again = write_annotations(tmp_path / "real", ann.samples.values(), ann.train_keys,
-                              ann.test_keys, ann.sub_action_types)
+    again = write_annotations(
+        tmp_path / "real", ann.samples.values(), ann.train_keys, ann.test_keys, ann.sub_action_types
+    )
     assert_same_annotations(ann, load_annotations(again))
 
 
 def test_real_annotations_skip_names_the_variable(monkeypatch):
     from conftest import ANNOTATIONS_ENV, real_annotations_missing
+
     monkeypatch.delenv(ANNOTATIONS_ENV, raising=False)
     assert ANNOTATIONS_ENV in real_annotations_missing()
     monkeypatch.setenv(ANNOTATIONS_ENV, "/nonexistent/Annotations")
@@ -113,9 +143,11 @@ def test_real_annotations_skip_names_the_variable(monkeypatch):
 
 def test_conftest_overrides_replace_or_leave_out_a_file(tmp_path):
     from conftest import write_annotation_set
+
     samples = {("ev", 1): ("107b", 50.0, 3.0, [30, 30, 30], [1, 20, 36])}
-    folder = write_annotation_set(str(tmp_path), samples, [("ev", 1)], [],
-                                  {FILES["aqa"]: None, FILES["types"]: {1: "x"}})
+    folder = write_annotation_set(
+        str(tmp_path), samples, [("ev", 1)], [], {FILES["aqa"]: None, FILES["types"]: {1: "x"}}
+    )
     assert not os.path.exists(os.path.join(folder, FILES["aqa"]))
     with open(os.path.join(folder, FILES["types"]), "rb") as f:
         assert pickle.load(f) == {1: "x"}

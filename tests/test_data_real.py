@@ -1,4 +1,5 @@
 """The data layer on the real FineDiving annotation files (all 3000 dives)."""
+
 import numpy as np
 import pytest
 

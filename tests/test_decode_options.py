@@ -1,4 +1,5 @@
 """The decode option through training, checkpoints and evaluation; the generators' late dives."""
+
 import csv
 import json
 
@@ -32,7 +33,7 @@ def test_synthdive_late_share():
     late = sample_dives(24, seed=3, late_share=1.0)
     t = _synthdive_transitions(late)
     assert not representable(t, "window").any() and representable(t, "ordered").all()
-    assert (t[:, 0] >= 48).any() and (t[:, 1] < 48).any()   # both kinds: late start, early end
+    assert (t[:, 0] >= 48).any() and (t[:, 1] < 48).any()  # both kinds: late start, early end
     # the late draw does not disturb the other dives' plans or scores
     half = sample_dives(24, seed=3, late_share=0.5)
     kept = [i for i, d in enumerate(half) if d.plan == plain[i].plan]
@@ -49,7 +50,7 @@ def test_feature_set_late_share(tmp_path):
     assert representable(t0, "window").all()
     late = ~representable(t1, "window")
     assert 0 < late.sum() < len(t1) and representable(t1, "ordered").all()
-    assert np.array_equal(t0[~late], t1[~late])   # the other videos are unchanged
+    assert np.array_equal(t0[~late], t1[~late])  # the other videos are unchanged
 
 
 @pytest.fixture(scope="module")
@@ -61,16 +62,41 @@ def late_set(tmp_path_factory):
 
 def test_train_stores_decode_and_evaluate_uses_or_overrides_it(late_set, tmp_path):
     _, store, ann = late_set
-    res = train(store, ann, tmp_path / "run", max_epoch=1, bs_train=4, voter_number=2,
-                device="cpu", progress=False, log=lambda s: None, decode="ordered",
-                prob_tas_threshold=0.0)
+    res = train(
+        store,
+        ann,
+        tmp_path / "run",
+        max_epoch=1,
+        bs_train=4,
+        voter_number=2,
+        device="cpu",
+        progress=False,
+        log=lambda s: None,
+        decode="ordered",
+        prob_tas_threshold=0.0,
+    )
     ck = read_checkpoint(res.last_checkpoint)
     assert ck["config"]["decode"] == "ordered" and ck["settings"]["decode"] == "ordered"
     m = evaluate(res.last_checkpoint, store, ann, tmp_path / "ev", voter_number=2, device="cpu")
     assert m.metrics["decode"] == "ordered"
-    assert evaluate_cli.main([str(res.last_checkpoint), str(store), str(tmp_path / "ev2"),
-                              "--annotations", ann, "--voter_number", "2", "--device", "cpu",
-                              "--decode", "window"]) == 0
+    assert (
+        evaluate_cli.main(
+            [
+                str(res.last_checkpoint),
+                str(store),
+                str(tmp_path / "ev2"),
+                "--annotations",
+                ann,
+                "--voter_number",
+                "2",
+                "--device",
+                "cpu",
+                "--decode",
+                "window",
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "ev2" / "metrics.json").read_text())["decode"] == "window"
     with open(tmp_path / "ev2" / "predictions.csv", newline="") as f:
         pred = np.array([[int(r["pred_t1"]), int(r["pred_t2"])] for r in csv.DictReader(f)])

@@ -1,5 +1,6 @@
 """A reduced demo (8 dives, 2 epochs) runs end to end and writes every output; a rerun reuses
 the synthetic set and the feature store."""
+
 import csv
 import hashlib
 import html
@@ -11,8 +12,8 @@ import pytest
 from PIL import Image
 
 from fdperf.data import key_to_str, load_annotations
-from fdperf.demo.__main__ import main as demo_main
 from fdperf.demo import run_demo
+from fdperf.demo.__main__ import main as demo_main
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +27,19 @@ def test_demo_writes_every_output(demo_run, capsys):
     out, summary = demo_run
     ann = load_annotations(os.path.join(out, "data", "Annotations"))
     assert len(ann) == 8 and len(ann.test_keys) >= 1
-    for name in ("features.h5", "transition_probs.npz", "demo_summary.json", "report/index.html",
-                 "report/summary.png", "tsa/last.pt", "fr/last.pt", "tsa/train_log.jsonl",
-                 "tsa/eval/predictions.csv", "fr/eval/predictions.csv", "tsa/eval/metrics.json"):
+    for name in (
+        "features.h5",
+        "transition_probs.npz",
+        "demo_summary.json",
+        "report/index.html",
+        "report/summary.png",
+        "tsa/last.pt",
+        "fr/last.pt",
+        "tsa/train_log.jsonl",
+        "tsa/eval/predictions.csv",
+        "fr/eval/predictions.csv",
+        "tsa/eval/metrics.json",
+    ):
         assert os.path.isfile(os.path.join(out, name)), name
     pngs = os.listdir(os.path.join(out, "report", "videos"))
     assert len(pngs) == min(2, len(ann.test_keys))
@@ -65,8 +76,9 @@ def _check_outputs_agree(out, ann, saved):
         page = f.read()
     for key in test:  # every test video has a row, also those beyond report_videos' PNGs
         assert f"<td>{html.escape(key)}</td>" in page or f">{html.escape(key)}</a></td>" in page, key
-    linked = [name for name in os.listdir(os.path.join(out, "report", "videos"))
-              if f'href="videos/{name}"' in page]
+    linked = [
+        name for name in os.listdir(os.path.join(out, "report", "videos")) if f'href="videos/{name}"' in page
+    ]
     assert len(linked) == len(os.listdir(os.path.join(out, "report", "videos")))
 
 
@@ -82,8 +94,12 @@ def test_rerun_reuses_set_and_store(demo_run, capsys):
     before = _fingerprint(store)
     with open(os.path.join(out, "data", "Annotations", "train_split.pkl"), "rb") as f:
         split = f.read()
-    assert demo_main(["--out", out, "--videos", "8", "--epochs", "1", "--device", "cpu", "--seed", "1",
-                      "--quiet"]) == 0
+    assert (
+        demo_main(
+            ["--out", out, "--videos", "8", "--epochs", "1", "--device", "cpu", "--seed", "1", "--quiet"]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "reusing the synthetic set" in text and "0 videos extracted, 8 reused" in text
     assert "RANDOMLY INITIALISED" in text
@@ -112,8 +128,9 @@ def test_random_i3d_weights_keep_unit_scale(tmp_path):
 
     from fdperf.backbone import load_i3d
     from fdperf.demo import random_i3d_weights
+
     path = random_i3d_weights(str(tmp_path / "i3d.pth"), seed=3)
-    model, sha = load_i3d(path)           # strict model_rgb.pth layout
+    model, sha = load_i3d(path)  # strict model_rgb.pth layout
     assert sha != "random-init"
     again = torch.load(random_i3d_weights(str(tmp_path / "again.pth"), seed=3), weights_only=True)
     assert all(torch.equal(v, again[k]) for k, v in model.state_dict().items())

@@ -1,4 +1,5 @@
 """Exemplar sampling for training (tensor ops) and voting (deterministic per seed)."""
+
 import pytest
 import torch
 
@@ -40,8 +41,11 @@ def test_training_sampler_is_deterministic_and_policies(ann):
 
 def test_singleton_group_pairs_with_itself(small_annotations, tmp_path):
     from conftest import write_annotation_set
-    samples = {("a", 1): ("107b", 1.0, 3.0, [30, 30, 30], [1, 2, 3]),
-               ("a", 2): ("205c", 2.0, 3.0, [30, 30, 30], [1, 2, 3])}
+
+    samples = {
+        ("a", 1): ("107b", 1.0, 3.0, [30, 30, 30], [1, 2, 3]),
+        ("a", 2): ("205c", 2.0, 3.0, [30, 30, 30], [1, 2, 3]),
+    }
     ann = data.load_annotations(write_annotation_set(str(tmp_path / "s"), samples, list(samples), []))
     s = data.ExemplarSampler(ann, ann.keys(), "dive_number")
     assert s.sample(torch.tensor([0, 1])).tolist() == [0, 1]

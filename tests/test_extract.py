@@ -4,6 +4,7 @@ I3D dominates the cost (~0.5 s per 16x112x112 snippet here), so every run uses o
 video and a handful of videos; a module-scoped uninterrupted run is the reference that the
 resumed and sharded runs must reproduce.
 """
+
 import os
 import signal
 import subprocess
@@ -14,22 +15,22 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import write_annotation_set
 from PIL import Image
 
-from conftest import write_annotation_set
-from fdperf.extract.__main__ import build_parser, main
 from fdperf.extract import ExtractOptions, Inputs, extract_features
+from fdperf.extract.__main__ import build_parser, main
 from fdperf.features import FeatureStore
 
 KEYS = [("01", 1), ("01", 2), ("02", 7), ("02", 8)]
-FRAMES = {("01", 1): 100, ("01", 2): 50, ("02", 7): 120, ("02", 8): 97}   # ("01", 2): shorter than 96
+FRAMES = {("01", 1): 100, ("01", 2): 50, ("02", 7): 120, ("02", 8): 97}  # ("01", 2): shorter than 96
 THREADS = 2
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _frame_tree(root, frames=FRAMES, first=1):
     for (ev, ix), n in frames.items():
-        rng = np.random.default_rng([int(ev), ix])   # a video's pixels depend on its key only
+        rng = np.random.default_rng([int(ev), ix])  # a video's pixels depend on its key only
         d = os.path.join(root, ev, str(ix))
         os.makedirs(d, exist_ok=True)
         for i in range(n):
@@ -64,8 +65,10 @@ def reference_store(tree, tmp_path_factory):
 
 
 def _annotations(folder):
-    samples = {k: ("107b", 60.0 + i, 3.0, [n // 3, n // 3, n - 2 * (n // 3)], [1, 20, 36])
-               for i, (k, n) in enumerate(FRAMES.items())}
+    samples = {
+        k: ("107b", 60.0 + i, 3.0, [n // 3, n // 3, n - 2 * (n // 3)], [1, 20, 36])
+        for i, (k, n) in enumerate(FRAMES.items())
+    }
     return write_annotation_set(folder, samples, KEYS[:3], KEYS[3:])
 
 
@@ -74,9 +77,26 @@ def test_cli_acceptance_layout(tree, tmp_path, reference_store, capsys):
     out = str(tmp_path / "feats.h5")
     keys_file = tmp_path / "keys.txt"
     keys_file.write_text("02/7\n01/2\n")
-    rc = main(["--annotations", ann, "--frames-root", tree, "--out", out, "--random-init",
-               "--device", "cpu", "--num-snippets", "1", "--keys-file", str(keys_file),
-               "--no-progress", "--torch-threads", str(THREADS)])
+    rc = main(
+        [
+            "--annotations",
+            ann,
+            "--frames-root",
+            tree,
+            "--out",
+            out,
+            "--random-init",
+            "--device",
+            "cpu",
+            "--num-snippets",
+            "1",
+            "--keys-file",
+            str(keys_file),
+            "--no-progress",
+            "--torch-threads",
+            str(THREADS),
+        ]
+    )
     assert rc == 0
     assert "2 video(s) extracted" in capsys.readouterr().err
     with h5py.File(out, "r") as f:
@@ -113,15 +133,28 @@ def test_refuses_without_weights(tree, tmp_path, capsys):
 
 def test_bad_inputs_are_recorded_and_rerun_completes(tmp_path, reference_store, capsys):
     root = _frame_tree(tmp_path / "frames", {k: FRAMES[k] for k in KEYS[:2]})
-    os.makedirs(os.path.join(root, "02", "8"))                 # a key with no frames
+    os.makedirs(os.path.join(root, "02", "8"))  # a key with no frames
     # ("02", 7) has no folder at all; ("01", 2) gets a truncated JPEG among its sampled frames.
     bad = os.path.join(root, "01", "2", "00010.jpg")
     good_bytes = open(bad, "rb").read()
     open(bad, "wb").write(good_bytes[: len(good_bytes) // 2])
     out = str(tmp_path / "f.h5")
-    argv = ["--frames-root", root, "--out", out, "--random-init", "--device", "cpu",
-            "--num-snippets", "1", "--no-progress", "--keys-file", str(tmp_path / "k.txt"),
-            "--torch-threads", str(THREADS)]
+    argv = [
+        "--frames-root",
+        root,
+        "--out",
+        out,
+        "--random-init",
+        "--device",
+        "cpu",
+        "--num-snippets",
+        "1",
+        "--no-progress",
+        "--keys-file",
+        str(tmp_path / "k.txt"),
+        "--torch-threads",
+        str(THREADS),
+    ]
     (tmp_path / "k.txt").write_text("".join(f"{e}/{i}\n" for e, i in KEYS))
     assert main(argv) == 1
     err = capsys.readouterr().err
@@ -184,35 +217,53 @@ def test_resume_after_kill9_is_bitwise_identical(tree, tmp_path, reference_store
 
 def test_resume_refuses_other_settings(tree, reference_store, tmp_path):
     import shutil
+
     out = str(tmp_path / "copy.h5")
     shutil.copy(reference_store, out)
     with pytest.warns(UserWarning), pytest.raises(RuntimeError, match="preprocess"):
-        extract_features(out, KEYS, Inputs(frames_root=tree), random_init=True,
-                         options=_options(preprocess="aspect"))
+        extract_features(
+            out, KEYS, Inputs(frames_root=tree), random_init=True, options=_options(preprocess="aspect")
+        )
 
 
 def test_views_axis_and_reader(tree, tmp_path):
     out = str(tmp_path / "views.h5")
     with pytest.warns(UserWarning):
-        res = extract_features(out, KEYS[:1], Inputs(frames_root=tree), random_init=True,
-                               options=_options(views=2))
+        res = extract_features(
+            out, KEYS[:1], Inputs(frames_root=tree), random_init=True, options=_options(views=2)
+        )
     assert res.complete
     store = FeatureStore(out)
     feats, maps = store.load()
     assert feats.shape == (1, 2, 1, 1024) and maps.shape == (1, 2, 1, 1024, 4, 4)
-    assert not torch.equal(feats[:, 0], feats[:, 1])   # two different flip/crop draws
+    assert not torch.equal(feats[:, 0], feats[:, 1])  # two different flip/crop draws
 
 
 def test_video_inputs_h264_pyav_and_vp9_dali(tmp_path, capsys):
     from test_video_decode import _write_video
+
     # A video list mixing codecs: H.264 decodes through PyAV, VP9 through DALI's CPU decoder.
     h264 = _write_video(tmp_path / "a.mp4", "libx264", n=30)
     _write_video(tmp_path / "b.webm", "libvpx-vp9", n=30)
     listing = tmp_path / "videos.tsv"
     listing.write_text(f"01/1\t{h264}\n01/2\tb.webm\n01/3\tmissing.mp4\n")
     out = str(tmp_path / "v.h5")
-    rc = main(["--video-list", str(listing), "--out", out, "--random-init", "--device", "cpu",
-               "--num-snippets", "1", "--no-progress", "--torch-threads", str(THREADS)])
+    rc = main(
+        [
+            "--video-list",
+            str(listing),
+            "--out",
+            out,
+            "--random-init",
+            "--device",
+            "cpu",
+            "--num-snippets",
+            "1",
+            "--no-progress",
+            "--torch-threads",
+            str(THREADS),
+        ]
+    )
     assert rc == 1
     assert "video file not found" in capsys.readouterr().err
     store = FeatureStore(out, allow_partial=True)
@@ -224,13 +275,33 @@ def test_video_inputs_h264_pyav_and_vp9_dali(tmp_path, capsys):
 
 def test_untrimmed_videos_cut_by_coarse_annotation(tmp_path):
     from test_video_decode import _write_video
-    ann = _annotations(str(tmp_path / "Annotations"))   # coarse: start 0, end = instance length
+
+    ann = _annotations(str(tmp_path / "Annotations"))  # coarse: start 0, end = instance length
     os.makedirs(tmp_path / "videos")
     _write_video(tmp_path / "videos" / "01.mp4", "libx264", n=130)
     out = str(tmp_path / "u.h5")
-    rc = main(["--annotations", ann, "--videos-root", str(tmp_path / "videos"), "--video-layout",
-               "untrimmed", "--split", "train", "--limit", "2", "--out", out, "--random-init",
-               "--device", "cpu", "--num-snippets", "1", "--no-progress"])
+    rc = main(
+        [
+            "--annotations",
+            ann,
+            "--videos-root",
+            str(tmp_path / "videos"),
+            "--video-layout",
+            "untrimmed",
+            "--split",
+            "train",
+            "--limit",
+            "2",
+            "--out",
+            out,
+            "--random-init",
+            "--device",
+            "cpu",
+            "--num-snippets",
+            "1",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     assert FeatureStore(out).keys == [("01", 1), ("01", 2)]
 
@@ -239,8 +310,9 @@ def test_wrong_weights_layout_is_a_clear_error(tree, tmp_path, capsys):
     bad = tmp_path / "resnet.pth"
     torch.save({"layer1.0.conv1.weight": torch.zeros(64, 64, 3, 3)}, bad)
     out = tmp_path / "w.h5"
-    rc = main(["--frames-root", tree, "--out", str(out), "--weights", str(bad), "--device", "cpu",
-               "--no-progress"])
+    rc = main(
+        ["--frames-root", tree, "--out", str(out), "--weights", str(bad), "--device", "cpu", "--no-progress"]
+    )
     err = capsys.readouterr().err
     assert rc == 2
     assert "missing keys: conv3d_1a_7x7.conv3d.weight" in err
@@ -252,12 +324,17 @@ def test_bf16_autocast_and_parallel_readers(tree, tmp_path, reference_store):
     # The GPU defaults' code paths on the CPU: bf16 autocast, two DALI pipelines, batches of one.
     out = str(tmp_path / "bf16.h5")
     with pytest.warns(UserWarning):
-        res = extract_features(out, KEYS[:2], Inputs(frames_root=tree), random_init=True,
-                               options=_options(precision="bf16", readers=2, batch_videos=1))
+        res = extract_features(
+            out,
+            KEYS[:2],
+            Inputs(frames_root=tree),
+            random_init=True,
+            options=_options(precision="bf16", readers=2, batch_videos=1),
+        )
     assert res.complete
     got, attrs = _datasets(out)
     ref, _ = _datasets(reference_store)
     assert attrs["precision"] == "bf16"
     a, b = got["features"], ref["features"][:2]
-    assert np.linalg.norm(a - b) / np.linalg.norm(b) < 0.05      # bf16 rounding, same features
+    assert np.linalg.norm(a - b) / np.linalg.norm(b) < 0.05  # bf16 rounding, same features
     assert not np.array_equal(a, b)

@@ -1,4 +1,5 @@
 """The HDF5 feature store: layout, resume, refusal of unfinished files, loading."""
+
 import h5py
 import numpy as np
 import pytest
@@ -7,15 +8,23 @@ import torch
 from fdperf.features import FeatureStore, FeatureStoreWriter
 
 KEYS = [("01_ev", 1), ("01_ev", 2), ("02_ev", 10)]
-ATTRS = dict(backbone="i3d", weights_sha256="random-init", preprocess="reference",
-             sampling="linspace96", precision="fp32", fdperf_version="test")
+ATTRS = dict(
+    backbone="i3d",
+    weights_sha256="random-init",
+    preprocess="reference",
+    sampling="linspace96",
+    precision="fp32",
+    fdperf_version="test",
+)
 
 
 def _rows(n, views=1, snippets=3, seed=0):
     g = np.random.default_rng(seed)
     lead = (n, views, snippets) if views > 1 else (n, snippets)
-    return (g.standard_normal(lead + (1024,)).astype(np.float32),
-            g.standard_normal(lead + (1024, 4, 4)).astype(np.float16))
+    return (
+        g.standard_normal(lead + (1024,)).astype(np.float32),
+        g.standard_normal(lead + (1024, 4, 4)).astype(np.float16),
+    )
 
 
 def test_layout_is_plain_h5py_readable(tmp_path):

@@ -3,6 +3,7 @@
 goals table read from benchmark JSON files. The full `--cpu-dry-run` takes minutes; it is run
 by hand (see the script's header), not here.
 """
+
 import json
 import os
 import shutil
@@ -15,17 +16,32 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
-STEPS = ["env", "dali", "build", "test_ops", "test_tsa", "test_extract", "memcheck", "racecheck",
-         "bench_ops", "bench_tsa", "bench_extract", "bench_tsa_reference", "goals"]
+STEPS = [
+    "env",
+    "dali",
+    "build",
+    "test_ops",
+    "test_tsa",
+    "test_extract",
+    "memcheck",
+    "racecheck",
+    "bench_ops",
+    "bench_tsa",
+    "bench_extract",
+    "bench_tsa_reference",
+    "goals",
+]
 
-pytestmark = pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None,
-                                reason="needs bash and coreutils timeout")
+pytestmark = pytest.mark.skipif(
+    shutil.which("bash") is None or shutil.which("timeout") is None, reason="needs bash and coreutils timeout"
+)
 
 
 def run(*args, python=sys.executable, env=None, timeout=120):
     full_env = dict(os.environ, PYTHON=str(python), **(env or {}))
-    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True,
-                          env=full_env, timeout=timeout)
+    return subprocess.run(
+        ["bash", str(SCRIPT), *args], capture_output=True, text=True, env=full_env, timeout=timeout
+    )
 
 
 def summary(out):
@@ -83,8 +99,15 @@ def test_failing_step_is_recorded_and_fails_the_run(tmp_path):
 
 def test_step_past_its_limit_is_killed_and_recorded_as_timeout(tmp_path):
     out = tmp_path / "out"
-    proc = run("--steps", "env", "--out", str(out), python=fake_python(tmp_path, "sleep 60"),
-               env={"GPU_CHECK_TIMEOUT_ENV": "1"}, timeout=30)
+    proc = run(
+        "--steps",
+        "env",
+        "--out",
+        str(out),
+        python=fake_python(tmp_path, "sleep 60"),
+        env={"GPU_CHECK_TIMEOUT_ENV": "1"},
+        timeout=30,
+    )
     assert proc.returncode == 1
     data, steps = summary(out)
     assert steps["env"]["status"] == "timeout" and steps["env"]["rc"] == 124
@@ -108,8 +131,7 @@ def make_wheel(folder, version):
         "nvidia/__init__.py": "",  # as the real nvidia-* wheels (a regular package)
         "nvidia/dali/__init__.py": f"__version__ = {version!r}\n",
         f"{info}/METADATA": f"Metadata-Version: 2.1\nName: fake-dali\nVersion: {version}\n",
-        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
-                         "Tag: py3-none-any\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
     }
     files[f"{info}/RECORD"] = "".join(f"{p},,\n" for p in files) + f"{info}/RECORD,,\n"
     with zipfile.ZipFile(folder / name, "w") as z:
@@ -130,10 +152,21 @@ def test_dali_installed_from_wheel_parts(tmp_path, pip):
     subprocess.run(["split", "-b", "300", "-", str(parts / "p_")], input=tar.stdout, check=True)
     assert len(list(parts.glob("p_*"))) > 1
     out = tmp_path / "out"
-    python = sys.executable if pip else fake_python(
-        tmp_path, f'[ "$1 $2" = "-m pip" ] && exit 1\nexec {sys.executable} "$@"')
-    proc = run("--steps", "dali", "--dali-parts", str(tmp_path / "dali"), "--out", str(out),
-               python=python, env={"TMPDIR": str(tmp_path)})
+    python = (
+        sys.executable
+        if pip
+        else fake_python(tmp_path, f'[ "$1 $2" = "-m pip" ] && exit 1\nexec {sys.executable} "$@"')
+    )
+    proc = run(
+        "--steps",
+        "dali",
+        "--dali-parts",
+        str(tmp_path / "dali"),
+        "--out",
+        str(out),
+        python=python,
+        env={"TMPDIR": str(tmp_path)},
+    )
     assert proc.returncode == 0, (out / "dali.log").read_text()
     _, steps = summary(out)
     assert steps["dali"]["status"] == "ok"
@@ -143,36 +176,52 @@ def test_dali_installed_from_wheel_parts(tmp_path, pip):
 
 
 def bench_json(path, machine, benches):
-    path.write_text(json.dumps({"machine_info": machine, "benchmarks": [
-        {"name": name, "params": params, "stats": {"median": median}, "extra_info": extra}
-        for name, params, median, extra in benches]}))
+    path.write_text(
+        json.dumps(
+            {
+                "machine_info": machine,
+                "benchmarks": [
+                    {"name": name, "params": params, "stats": {"median": median}, "extra_info": extra}
+                    for name, params, median, extra in benches
+                ],
+            }
+        )
+    )
 
 
 def test_goals_table_is_read_from_the_benchmark_json(tmp_path):
     machine = {"cuda_device": "NVIDIA H200", "torch": "2.11.0"}
     fb = "test_step_attention_forward_backward"
-    bench_json(tmp_path / "bench_ops.json", machine, [
-        ("test_step_attention_forward[voting-fused]", {"shape": "voting", "impl": "fused"},
-         0.0005, {}),
-        ("test_segment_resample_forward_backward[fused]", {"impl": "fused"}, 0.002, {}),
-        ("test_segment_resample_forward_backward[batched_torch]", {"impl": "batched_torch"},
-         0.006, {}),
-        (f"{fb}[training-fused]", {"shape": "training", "impl": "fused"}, 0.001, {}),
-        (f"{fb}[training-eager_gathered]", {"shape": "training", "impl": "eager_gathered"},
-         0.004, {}),
-        (f"{fb}[training-sdpa_gathered]", {"shape": "training", "impl": "sdpa_gathered"},
-         0.002, {}),
-    ])
-    bench_json(tmp_path / "bench_tsa.json", machine, [
-        ("test_train_step_fdperf", None, 0.003, {}),
-        ("test_epoch_fdperf", None, 0.5, {}),
-        ("test_voting_fdperf", None, 0.04, {}),
-    ])
-    bench_json(tmp_path / "bench_extract.json", machine, [
-        ("test_gpu_e2e_jpeg_folders", None, 1.0, {"videos_per_s": 256.0}),
-        ("test_gpu_h264_720p_parallel_readers[1]", {"readers": 1}, 1.0, {"frames_per_s": 1500.0}),
-        ("test_gpu_h264_720p_parallel_readers[4]", {"readers": 4}, 1.0, {"frames_per_s": 5200.0}),
-    ])
+    bench_json(
+        tmp_path / "bench_ops.json",
+        machine,
+        [
+            ("test_step_attention_forward[voting-fused]", {"shape": "voting", "impl": "fused"}, 0.0005, {}),
+            ("test_segment_resample_forward_backward[fused]", {"impl": "fused"}, 0.002, {}),
+            ("test_segment_resample_forward_backward[batched_torch]", {"impl": "batched_torch"}, 0.006, {}),
+            (f"{fb}[training-fused]", {"shape": "training", "impl": "fused"}, 0.001, {}),
+            (f"{fb}[training-eager_gathered]", {"shape": "training", "impl": "eager_gathered"}, 0.004, {}),
+            (f"{fb}[training-sdpa_gathered]", {"shape": "training", "impl": "sdpa_gathered"}, 0.002, {}),
+        ],
+    )
+    bench_json(
+        tmp_path / "bench_tsa.json",
+        machine,
+        [
+            ("test_train_step_fdperf", None, 0.003, {}),
+            ("test_epoch_fdperf", None, 0.5, {}),
+            ("test_voting_fdperf", None, 0.04, {}),
+        ],
+    )
+    bench_json(
+        tmp_path / "bench_extract.json",
+        machine,
+        [
+            ("test_gpu_e2e_jpeg_folders", None, 1.0, {"videos_per_s": 256.0}),
+            ("test_gpu_h264_720p_parallel_readers[1]", {"readers": 1}, 1.0, {"frames_per_s": 1500.0}),
+            ("test_gpu_h264_720p_parallel_readers[4]", {"readers": 4}, 1.0, {"frames_per_s": 5200.0}),
+        ],
+    )
     proc = run("--steps", "goals", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     goals = json.loads((tmp_path / "goals.json").read_text())

@@ -1,16 +1,25 @@
 """I3D: the model_rgb.pth layout, TF-SAME padding, strict loading, inference fusion."""
+
 import argparse
 
 import pytest
 import torch
 
-from fdperf.backbone import (RANDOM_INIT, WeightsError, file_sha256, fuse_for_inference,
-                             load_i3d, same_padding)
+from fdperf.backbone import RANDOM_INIT, WeightsError, file_sha256, fuse_for_inference, load_i3d, same_padding
 
 # The documented layout: unit names and Mixed branch structure of model_rgb.pth.
 UNITS = ["conv3d_1a_7x7", "conv3d_2b_1x1", "conv3d_2c_3x3"]
-MIXED = ["mixed_3b", "mixed_3c", "mixed_4b", "mixed_4c", "mixed_4d", "mixed_4e", "mixed_4f",
-         "mixed_5b", "mixed_5c"]
+MIXED = [
+    "mixed_3b",
+    "mixed_3c",
+    "mixed_4b",
+    "mixed_4c",
+    "mixed_4d",
+    "mixed_4e",
+    "mixed_4f",
+    "mixed_5b",
+    "mixed_5c",
+]
 BRANCH_UNITS = ["branch_0", "branch_1.0", "branch_1.1", "branch_2.0", "branch_2.1", "branch_3.1"]
 BN = ["weight", "bias", "running_mean", "running_var"]
 
@@ -58,8 +67,9 @@ def test_asymmetric_padding_matches_explicit_pad(model):
     # The stem pads 2 before and 3 after on every axis, then convolves without padding.
     x = torch.randn(1, 3, 8, 20, 20)
     unit = model.conv3d_1a_7x7
-    expect = torch.nn.functional.conv3d(torch.nn.functional.pad(x, (2, 3, 2, 3, 2, 3)),
-                                        unit.conv3d.weight, stride=2)
+    expect = torch.nn.functional.conv3d(
+        torch.nn.functional.pad(x, (2, 3, 2, 3, 2, 3)), unit.conv3d.weight, stride=2
+    )
     with torch.no_grad():
         got = unit.conv3d(torch.nn.functional.pad(x, unit.pre_pad))
     torch.testing.assert_close(got, expect)
@@ -95,8 +105,14 @@ def test_strict_loading(model, tmp_path):
 
     # The I3D part of a reference TSA checkpoint (DataParallel-prefixed).
     tsa = tmp_path / "tsa.pth"
-    torch.save({"base_model": {f"module.{k}": v for k, v in state.items()},
-                "psnet_model": {"x.weight": torch.zeros(1)}, "epoch": torch.tensor(3)}, tsa)
+    torch.save(
+        {
+            "base_model": {f"module.{k}": v for k, v in state.items()},
+            "psnet_model": {"x.weight": torch.zeros(1)},
+            "epoch": torch.tensor(3),
+        },
+        tsa,
+    )
     from_tsa, _ = load_i3d(tsa)
     assert torch.equal(from_tsa.mixed_5c.branch_0.conv3d.weight, state["mixed_5c.branch_0.conv3d.weight"])
 

@@ -1,4 +1,5 @@
 """Metrics against scipy and hand-computed values."""
+
 import numpy as np
 import pytest
 import torch
@@ -26,9 +27,9 @@ def test_spearman_hand_values_and_inputs():
 
 
 def test_relative_l2_and_l2_hand_computed():
-    true = [60.0, 70.0, 80.0, 100.0]   # span 40
-    pred = [64.0, 70.0, 72.0, 100.0]   # errors 4, 0, -8, 0
-    assert metrics.relative_l2(pred, true) == pytest.approx(((0.1 ** 2) + (0.2 ** 2)) / 4 * 100)
+    true = [60.0, 70.0, 80.0, 100.0]  # span 40
+    pred = [64.0, 70.0, 72.0, 100.0]  # errors 4, 0, -8, 0
+    assert metrics.relative_l2(pred, true) == pytest.approx(((0.1**2) + (0.2**2)) / 4 * 100)
     assert metrics.l2(pred, true) == pytest.approx((16 + 64) / 4)
     with pytest.raises(ValueError, match="not all equal"):
         metrics.relative_l2([1, 2], [3, 3])
@@ -36,7 +37,7 @@ def test_relative_l2_and_l2_hand_computed():
 
 def test_aiou_hand_computed():
     true = [[10, 50], [20, 60], [30, 70], [10, 20]]
-    pred = [[10, 50], [30, 60], [50, 90], [30, 40]]   # IoU 1, 0.75, 1/3, 0
+    pred = [[10, 50], [30, 60], [50, 90], [30, 40]]  # IoU 1, 0.75, 1/3, 0
     assert metrics.tiou(pred, true) == pytest.approx([1.0, 0.75, 1 / 3, 0.0])
     assert metrics.aiou(pred, true, 0.5) == pytest.approx(50.0)
     assert metrics.aiou(pred, true, 0.75) == pytest.approx(50.0)

@@ -1,4 +1,5 @@
 """fdperf.ops.segment_resample against the per-segment F.interpolate reference."""
+
 import subprocess
 import sys
 
@@ -79,16 +80,18 @@ def test_float64_gradcheck(spec, tokens):
     x, bounds, points = sample(spec, torch.float64)
     x = x.detach().requires_grad_()
     # fast_mode (random projections) keeps the larger samples cheap; small ones get the full check.
-    assert torch.autograd.gradcheck(lambda t: segment_resample(t, bounds, points, tokens), (x,),
-                                    fast_mode=x.numel() > 200)
+    assert torch.autograd.gradcheck(
+        lambda t: segment_resample(t, bounds, points, tokens), (x,), fast_mode=x.numel() > 200
+    )
 
 
 @pytest.mark.parametrize("tokens", [False, True], ids=["frames", "tokens"])
 @pytest.mark.parametrize("spec", SAMPLES, ids=IDS)
 def test_opcheck(spec, tokens):
     x, bounds, points = sample(spec, torch.float32)
-    torch.library.opcheck(torch.ops.fdperf.segment_resample.default,
-                          (x.detach().requires_grad_(), bounds, points, tokens))
+    torch.library.opcheck(
+        torch.ops.fdperf.segment_resample.default, (x.detach().requires_grad_(), bounds, points, tokens)
+    )
 
 
 def test_tokens_layout_is_time_major():
@@ -100,8 +103,9 @@ def test_tokens_layout_is_time_major():
     for step in range(3):
         for t in range(points):
             for s in range(4):
-                torch.testing.assert_close(tokens[:, step, t * 4 + s],
-                                           frames[:, :, step * points + t].flatten(2)[..., s])
+                torch.testing.assert_close(
+                    tokens[:, step, t * 4 + s], frames[:, :, step * points + t].flatten(2)[..., s]
+                )
 
 
 def test_one_frame_segment_repeats_and_endpoints_are_exact():
@@ -139,17 +143,23 @@ def test_torch_compile_fullgraph():
 BAD = [
     (lambda: (torch.zeros(2, 3), torch.tensor([[1], [1]]), 5), "x must be \\[B, C, T\\]"),
     (lambda: (torch.zeros(1, 1, 8, 2, 2, 2), torch.tensor([[3]]), 5), "x must be \\[B, C, T\\]"),
-    (lambda: (torch.zeros(2, 3, 8, dtype=torch.long), torch.tensor([[1], [2]]), 5),
-     "x must be a floating tensor"),
-    (lambda: (torch.zeros(2, 3, 8, dtype=torch.half), torch.tensor([[1], [2]]), 5),
-     "x must be float32 or float64 on the CPU"),
+    (
+        lambda: (torch.zeros(2, 3, 8, dtype=torch.long), torch.tensor([[1], [2]]), 5),
+        "x must be a floating tensor",
+    ),
+    (
+        lambda: (torch.zeros(2, 3, 8, dtype=torch.half), torch.tensor([[1], [2]]), 5),
+        "x must be float32 or float64 on the CPU",
+    ),
     (lambda: (torch.zeros(2, 3, 8), torch.tensor([1, 2]), 5), "bounds must be \\[B, L\\]"),
-    (lambda: (torch.zeros(2, 3, 8), torch.tensor([[1], [2]], dtype=torch.int32), 5),
-     "bounds must be int64"),
+    (lambda: (torch.zeros(2, 3, 8), torch.tensor([[1], [2]], dtype=torch.int32), 5), "bounds must be int64"),
     (lambda: (torch.zeros(2, 3, 8), torch.tensor([[1]]), 5), "bounds has 1 rows but x has batch size 2"),
     (lambda: (torch.zeros(2, 3, 8), torch.tensor([[1], [2]]), 0), "points must be at least 1"),
     (lambda: (torch.zeros(1, 3, 2), torch.tensor([[1, 2]]), 5), "too few for 3 non-empty segments"),
-    (lambda: (torch.zeros(2, 3, 8), torch.tensor([[1, 4], [5, 5]]), 5), "strictly increasing.*row 1 is \\[5, 5\\]"),
+    (
+        lambda: (torch.zeros(2, 3, 8), torch.tensor([[1, 4], [5, 5]]), 5),
+        "strictly increasing.*row 1 is \\[5, 5\\]",
+    ),
     (lambda: (torch.zeros(1, 3, 8), torch.tensor([[4, 2]]), 5), "strictly increasing"),
     (lambda: (torch.zeros(1, 3, 8), torch.tensor([[0, 2]]), 5), "inside \\(0, T = 8\\)"),
     (lambda: (torch.zeros(1, 3, 8), torch.tensor([[2, 8]]), 5), "inside \\(0, T = 8\\)"),
@@ -191,8 +201,9 @@ def test_cuda_float32_matches_reference(spec, tokens):
     got.backward(grad)
     want.backward(grad)
     torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-5, atol=1e-6)
-    torch.library.opcheck(torch.ops.fdperf.segment_resample.default,
-                          (x.detach().requires_grad_(), bounds, points, tokens))
+    torch.library.opcheck(
+        torch.ops.fdperf.segment_resample.default, (x.detach().requires_grad_(), bounds, points, tokens)
+    )
 
 
 @needs_cuda
@@ -206,8 +217,11 @@ def test_cuda_low_precision_error_at_most_twice_reference(dtype, tokens):
     x32 = x.detach().requires_grad_()
     xlo = x.detach().to(dtype).requires_grad_()
     xref = x.detach().to(dtype).requires_grad_()
-    want, got, ref_lo = ref_fn(x32, bounds, points), segment_resample(xlo, bounds, points, tokens), \
-        ref_fn(xref, bounds, points)
+    want, got, ref_lo = (
+        ref_fn(x32, bounds, points),
+        segment_resample(xlo, bounds, points, tokens),
+        ref_fn(xref, bounds, points),
+    )
     assert got.dtype == dtype
     assert (got.float() - want).abs().max() <= 2 * (ref_lo.float() - want).abs().max() + 1e-6
     grad = torch.randn_like(want)
@@ -227,8 +241,10 @@ def test_cuda_device_mismatch():
 def test_cuda_invalid_bounds_trip_a_device_assert():
     # On CUDA bad bounds are caught inside the kernel (no host sync): the kernel asserts, which
     # poisons the CUDA context, so the check runs in a child process.
-    code = ("import torch, fdperf.ops as o; x = torch.zeros(1, 2, 8, device='cuda');"
-            "o.segment_resample(x, torch.tensor([[5, 2]], device='cuda'), 5); torch.cuda.synchronize()")
+    code = (
+        "import torch, fdperf.ops as o; x = torch.zeros(1, 2, 8, device='cuda');"
+        "o.segment_resample(x, torch.tensor([[5, 2]], device='cuda'), 5); torch.cuda.synchronize()"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "segment_resample: bounds" in proc.stderr or "device-side assert" in proc.stderr
@@ -238,9 +254,11 @@ def test_cuda_invalid_bounds_trip_a_device_assert():
 def test_batched_baseline_matches_reference(spec):
     # segment_resample_batched is the benchmarks' stock-PyTorch baseline: it must be right too.
     from fdperf.ops.reference import segment_resample_batched
+
     x, bounds, points = sample(spec, torch.float64)
-    torch.testing.assert_close(segment_resample_batched(x, bounds, points),
-                               segment_resample_reference(x, bounds, points))
+    torch.testing.assert_close(
+        segment_resample_batched(x, bounds, points), segment_resample_reference(x, bounds, points)
+    )
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "tsa", "time_last", "strided"])

@@ -1,4 +1,5 @@
 """fdperf.ops.step_attention against the plain matmul-softmax-matmul reference."""
+
 import math
 import subprocess
 import sys
@@ -15,6 +16,7 @@ needs_cuda = pytest.mark.skipif(not CUDA, reason="CUDA is not available on this 
 
 def make_qkv(N, E, H, S, Lq, Lk, D, layout, dtype, gen, device="cpu"):
     """q [N, H, S, Lq, D], k/v [E, H, S, Lk, D] in one of several memory layouts."""
+
     def rand(*shape):
         return torch.randn(*shape, generator=gen, dtype=dtype)
 
@@ -43,16 +45,16 @@ SAMPLES = [
     (2, 5, 3, 1, 6, 17, 32, True, "strided"),  # rows 2..4 of k/v unused
     (3, 3, 2, 2, 2, 19, 3, False, "strided"),
 ]
-IDS = [f"N{s[0]}E{s[1]}H{s[2]}S{s[3]}Lq{s[4]}Lk{s[5]}D{s[6]}{'-idx' if s[7] else ''}-{s[8]}"
-       for s in SAMPLES]
+IDS = [f"N{s[0]}E{s[1]}H{s[2]}S{s[3]}Lq{s[4]}Lk{s[5]}D{s[6]}{'-idx' if s[7] else ''}-{s[8]}" for s in SAMPLES]
 
 
 def sample(spec, dtype, device="cpu", seed=0):
     N, E, H, S, Lq, Lk, D, with_index, layout = spec
     gen = torch.Generator().manual_seed(seed)
     q, k, v = make_qkv(N, E, H, S, Lq, Lk, D, layout, dtype, gen, device)
-    index = torch.randint(0, min(E, 2) if E > 3 else E, (N,), generator=gen).to(device) \
-        if with_index else None
+    index = (
+        torch.randint(0, min(E, 2) if E > 3 else E, (N,), generator=gen).to(device) if with_index else None
+    )
     return q, k, v, index
 
 
@@ -94,9 +96,10 @@ def test_opcheck(spec):
 
 def test_default_scale_and_explicit_scale():
     q, k, v, _ = sample(SAMPLES[0], torch.float64)
-    torch.testing.assert_close(step_attention(q, k, v), step_attention(q, k, v, scale=8 ** -0.5))
-    torch.testing.assert_close(step_attention(q, k, v, scale=2.0),
-                               step_attention_reference(q, k, v, scale=2.0))
+    torch.testing.assert_close(step_attention(q, k, v), step_attention(q, k, v, scale=8**-0.5))
+    torch.testing.assert_close(
+        step_attention(q, k, v, scale=2.0), step_attention_reference(q, k, v, scale=2.0)
+    )
 
 
 def test_index_gradients_sum_over_every_user_and_unused_rows_get_zero():
@@ -143,8 +146,11 @@ def test_torch_compile_fullgraph():
 
 
 def qkv(N=2, E=2, Lk=7, D=8, dtype=torch.float32):
-    return (torch.zeros(N, 2, 3, 5, D, dtype=dtype), torch.zeros(E, 2, 3, Lk, D, dtype=dtype),
-            torch.zeros(E, 2, 3, Lk, D, dtype=dtype))
+    return (
+        torch.zeros(N, 2, 3, 5, D, dtype=dtype),
+        torch.zeros(E, 2, 3, Lk, D, dtype=dtype),
+        torch.zeros(E, 2, 3, Lk, D, dtype=dtype),
+    )
 
 
 BAD = [
@@ -161,8 +167,7 @@ BAD = [
     (lambda: (*qkv(), torch.tensor([0, 1], dtype=torch.int32)), "index must be int64"),
     (lambda: (*qkv(), torch.tensor([0, 2])), "index\\[1\\] = 2 is out of range.*E = 2"),
     (lambda: (*qkv(), torch.tensor([-1, 0])), "index\\[0\\] = -1 is out of range"),
-    (lambda: (*qkv(E=0), torch.tensor([0, 0])),
-     "index has N = 2 entries but k and v have E = 0 rows"),
+    (lambda: (*qkv(E=0), torch.tensor([0, 0])), "index has N = 2 entries but k and v have E = 0 rows"),
 ]
 
 
@@ -196,8 +201,7 @@ def check_empty_head_dim(device, dtype):
     assert q.grad.shape == q.shape and k.grad.shape == k.shape and v.grad.shape == v.shape
     dq, dk, dv = torch.ops.fdperf.step_attention_backward(out, q, k, v, index, out, lse, 0.5)
     assert dq.shape == q.shape and dk.shape == k.shape and dv.shape == v.shape
-    args = (q.detach().requires_grad_(), k.detach().requires_grad_(),
-            v.detach().requires_grad_(), index, 0.5)
+    args = (q.detach().requires_grad_(), k.detach().requires_grad_(), v.detach().requires_grad_(), index, 0.5)
     torch.library.opcheck(torch.ops.fdperf.step_attention.default, args)
 
 
@@ -295,11 +299,18 @@ def test_cuda_low_precision_error_at_most_twice_reference(dtype, with_index):
 
 
 @needs_cuda
-@pytest.mark.parametrize("Lk,dtype", [
-    (3000, torch.float32), (3000, torch.float64),
-    # 5,120..10,239 float32 keys: accepted by the forward; the backward used to refuse them.
-    (6000, torch.float32), (10239, torch.float32), (5119, torch.float64),
-], ids=["3000-fp32", "3000-fp64", "6000-fp32", "10239-fp32", "5119-fp64"])
+@pytest.mark.parametrize(
+    "Lk,dtype",
+    [
+        (3000, torch.float32),
+        (3000, torch.float64),
+        # 5,120..10,239 float32 keys: accepted by the forward; the backward used to refuse them.
+        (6000, torch.float32),
+        (10239, torch.float32),
+        (5119, torch.float64),
+    ],
+    ids=["3000-fp32", "3000-fp64", "6000-fp32", "10239-fp32", "5119-fp64"],
+)
 def test_cuda_long_key_set_with_repeated_index_rows(Lk, dtype):
     q, k, v, index = long_key_sample(Lk, dtype, device="cuda")
     got, want, g_got, g_want = run_both(q, k, v, index)
@@ -357,7 +368,7 @@ def test_cuda_empty_head_dim_gives_uniform_lse(dtype):
 def test_cuda_grid_size_overflow_is_refused_by_name():
     # 2^31 (row, head, step) tasks, one block each, exceed CUDA's grid; expanded (stride-0)
     # tensors make the shapes without the memory, and the check comes before any allocation.
-    n = 2 ** 31
+    n = 2**31
     q = torch.zeros(1, 1, 1, 1, 8, device="cuda").expand(n, 1, 1, 1, 8)
     with pytest.raises(RuntimeError, match="step_attention: N x H x S = 2147483648"):
         torch.ops.fdperf.step_attention(q, q, q, None, 1.0)
@@ -379,9 +390,11 @@ def test_cuda_device_mismatch():
 def test_cuda_index_out_of_range_trips_a_device_assert():
     # No host sync on CUDA: the kernel asserts on a bad index (poisoning the context), so the
     # check runs in a child process.
-    code = ("import torch, fdperf.ops as o; q = torch.zeros(2, 1, 1, 3, 8, device='cuda');"
-            "k = torch.zeros(2, 1, 1, 4, 8, device='cuda');"
-            "o.step_attention(q, k, k, torch.tensor([0, 5], device='cuda')); torch.cuda.synchronize()")
+    code = (
+        "import torch, fdperf.ops as o; q = torch.zeros(2, 1, 1, 3, 8, device='cuda');"
+        "k = torch.zeros(2, 1, 1, 4, 8, device='cuda');"
+        "o.step_attention(q, k, k, torch.tensor([0, 5], device='cuda')); torch.cuda.synchronize()"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "step_attention: index" in proc.stderr or "device-side assert" in proc.stderr
@@ -391,6 +404,7 @@ def test_baseline_isa_kernels_match_reference():
     # The CPU kernels are built twice (baseline ISA and AVX2+FMA, picked at run time); this
     # machine runs the AVX2 build, so the baseline one is checked in a child process.
     import os
+
     code = (
         "import torch\n"
         "from fdperf.ops import step_attention\n"
@@ -407,8 +421,8 @@ def test_baseline_isa_kernels_match_reference():
         "    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)\n"
         "    for a, b in zip(grads, wgrads):\n"
         "        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)\n"
-        "print('ok')\n")
+        "print('ok')\n"
+    )
     env = dict(os.environ, FDPERF_DISABLE_AVX2="1")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                          timeout=300)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]

@@ -1,4 +1,5 @@
 """fdperf.ops.window_argmax against an argmax-per-window oracle."""
+
 import pytest
 import torch
 
@@ -10,8 +11,7 @@ DEVICES = ["cpu", pytest.param("cuda", marks=needs_cuda)]
 
 
 def oracle(probs, window, min_index=1):
-    cols = [probs[:, window * k:window * (k + 1), k].argmax(1) + window * k
-            for k in range(probs.shape[2])]
+    cols = [probs[:, window * k : window * (k + 1), k].argmax(1) + window * k for k in range(probs.shape[2])]
     return torch.stack(cols, 1).clamp_min(min_index)
 
 
@@ -55,13 +55,16 @@ def test_opcheck(shape):
     torch.library.opcheck(torch.ops.fdperf.window_argmax.default, (torch.rand(*shape), 48, 1))
 
 
-@pytest.mark.parametrize("args,message", [
-    ((torch.rand(4, 96), 48, 1), "probs must be \\[B, T, K\\]"),
-    ((torch.rand(4, 96, 2), 0, 1), "window must be positive"),
-    ((torch.rand(4, 96, 2), 49, 1), "exceeds the length"),
-    ((torch.ones(4, 96, 2, dtype=torch.long), 48, 1), "must be a floating tensor"),
-    ((torch.rand(4, 96, 2), 48, 96), "min_index must be in"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        ((torch.rand(4, 96), 48, 1), "probs must be \\[B, T, K\\]"),
+        ((torch.rand(4, 96, 2), 0, 1), "window must be positive"),
+        ((torch.rand(4, 96, 2), 49, 1), "exceeds the length"),
+        ((torch.ones(4, 96, 2, dtype=torch.long), 48, 1), "must be a floating tensor"),
+        ((torch.rand(4, 96, 2), 48, 96), "min_index must be in"),
+    ],
+)
 def test_validation_errors(args, message):
     with pytest.raises(RuntimeError, match=message):
         torch.ops.fdperf.window_argmax(*args)
@@ -79,6 +82,6 @@ def test_cuda_nan_and_ties_follow_torch_argmax():
 def test_cuda_grid_size_overflow_is_refused_by_name():
     # 2^38 windows need 2^31 blocks of 128 threads, past CUDA's grid; an expanded (stride-0)
     # tensor gives the shape without the memory, and the check comes before any allocation.
-    probs = torch.zeros(1, 1, 1, device="cuda").expand(2 ** 32, 64, 64)
+    probs = torch.zeros(1, 1, 1, device="cuda").expand(2**32, 64, 64)
     with pytest.raises(RuntimeError, match="window_argmax: B x K = 274877906944 windows exceed"):
         window_argmax(probs, 1, 0)

@@ -1,5 +1,6 @@
 """Native code loads lazily: `import fdperf` and the pure-Python stages work without fdperf._C,
 the operators load it on first use, and a missing or mismatched build fails with instructions."""
+
 import os
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ def test_operators_load_the_extension():
     import torch
 
     import fdperf.ops  # noqa: F401
+
     assert hasattr(fdperf._C, "built_with_cuda")
     assert hasattr(torch.ops.fdperf, "window_argmax")
 
@@ -30,17 +32,27 @@ def _copy_without_extension(tmp_path, build_info=None):
 
 def _run(root, code):
     # Drop the editable-install finder so that the copy is what `import fdperf` finds.
-    pre = ("import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f)]; "
-           f"sys.path.insert(0, {str(root)!r}); ")
-    return subprocess.run([sys.executable, "-c", pre + code], env=dict(os.environ, PYTHONPATH=str(root)),
-                          capture_output=True, text=True, cwd=str(root))
+    pre = (
+        "import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f)]; "
+        f"sys.path.insert(0, {str(root)!r}); "
+    )
+    return subprocess.run(
+        [sys.executable, "-c", pre + code],
+        env=dict(os.environ, PYTHONPATH=str(root)),
+        capture_output=True,
+        text=True,
+        cwd=str(root),
+    )
 
 
 def test_pure_python_parts_import_without_the_extension(tmp_path):
     root = _copy_without_extension(tmp_path)
-    out = _run(root, "import fdperf, fdperf.data, fdperf.metrics, fdperf.synthetic, fdperf.report, "
-                     "fdperf.cli, fdperf.__main__ as m; assert 'fdperf._C' not in sys.modules; "
-                     "print(fdperf.__file__); m.main(['--help'])")
+    out = _run(
+        root,
+        "import fdperf, fdperf.data, fdperf.metrics, fdperf.synthetic, fdperf.report, "
+        "fdperf.cli, fdperf.__main__ as m; assert 'fdperf._C' not in sys.modules; "
+        "print(fdperf.__file__); m.main(['--help'])",
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith(str(root)) and "commands:" in out.stdout
 
@@ -54,6 +66,7 @@ def test_missing_extension_gives_build_instructions(tmp_path):
 
 def test_extension_of_another_torch_is_refused_with_both_versions(tmp_path):
     import torch
+
     root = _copy_without_extension(tmp_path, build_info="TORCH_VERSION = '1.0.0+old'\n")
     out = _run(root, "import fdperf.ops")
     assert out.returncode != 0
@@ -64,6 +77,7 @@ def test_extension_of_another_torch_is_refused_with_both_versions(tmp_path):
 
 def test_build_records_the_running_torch():
     import torch
+
     assert _native.built_torch_version() == torch.__version__
     _native.check_torch_version(torch.__version__, torch.__version__)
     with pytest.raises(ImportError, match="rebuild"):

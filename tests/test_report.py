@@ -1,4 +1,5 @@
 """The visual report: renders from a small predictions CSV in fdperf.evaluate's layout."""
+
 import csv
 import json
 import os
@@ -8,9 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fdperf.report import ReportError, read_predictions, split_metrics, video_filename, write_report
 from fdperf.report.__main__ import main as report_main
-from fdperf.report import (ReportError, read_predictions, split_metrics, video_filename,
-                              write_report)
 
 KEYS = ["SynthDiving_3m_r01/1", "SynthDiving_3m_r01/2", "SynthDiving_3m_r02/7"]
 
@@ -24,13 +24,23 @@ def _write_csv(path, segments=True, drop=()):
         deltas = sd.mean(1)
         true = 60.0 + 10 * i
         pred = float(np.mean(ex_scores + deltas))
-        row = {"key": key, "dive_number": "107c", "difficulty": "3", "true_score": f"{true:.4f}",
-               "pred_score": f"{pred:.4f}", "error": f"{pred - true:.4f}", "true_t1": 30 + i,
-               "true_t2": 70, "pred_t1": (31 + i) if segments else "", "pred_t2": 68 if segments else "",
-               "tiou": "0.9000" if segments else "", "num_exemplars": 4,
-               "exemplar_keys": ";".join(f"SynthDiving_3m_r03/{j}" for j in range(4)),
-               "exemplar_scores": ";".join(f"{s:.4f}" for s in ex_scores),
-               "deltas": ";".join(f"{d:.4f}" for d in deltas)}
+        row = {
+            "key": key,
+            "dive_number": "107c",
+            "difficulty": "3",
+            "true_score": f"{true:.4f}",
+            "pred_score": f"{pred:.4f}",
+            "error": f"{pred - true:.4f}",
+            "true_t1": 30 + i,
+            "true_t2": 70,
+            "pred_t1": (31 + i) if segments else "",
+            "pred_t2": 68 if segments else "",
+            "tiou": "0.9000" if segments else "",
+            "num_exemplars": 4,
+            "exemplar_keys": ";".join(f"SynthDiving_3m_r03/{j}" for j in range(4)),
+            "exemplar_scores": ";".join(f"{s:.4f}" for s in ex_scores),
+            "deltas": ";".join(f"{d:.4f}" for d in deltas),
+        }
         for s in range(3):
             row[f"step{s + 1}_deltas"] = ";".join(f"{d:.4f}" for d in sd[:, s]) if segments else ""
         rows.append({k: v for k, v in row.items() if k not in drop})
@@ -56,8 +66,13 @@ def inputs(tmp_path):
     log = tmp_path / "train_log.jsonl"
     with open(log, "w") as f:
         for e in range(4):
-            rec = {"epoch": e, "loss": 10.0 / (e + 1), "train_rho": 0.2 * e, "gt_transitions": e < 1,
-                   "seconds": 1.0}
+            rec = {
+                "epoch": e,
+                "loss": 10.0 / (e + 1),
+                "train_rho": 0.2 * e,
+                "gt_transitions": e < 1,
+                "seconds": 1.0,
+            }
             if e % 2 == 1:
                 rec["test"] = {"rho": 0.3 * e, "rl2": 1.0, "aiou50": 50.0, "aiou75": 20.0}
             f.write(json.dumps(rec) + "\n")
@@ -74,8 +89,14 @@ def inputs(tmp_path):
 
 def test_report_writes_every_picture(inputs):
     tmp, tsa, fr, log, probs, frames = inputs
-    rep = write_report(tsa, str(tmp / "out"), compare={"F+R": fr}, train_logs={"TSA": log},
-                       probabilities=probs, frames_dir=frames)
+    rep = write_report(
+        tsa,
+        str(tmp / "out"),
+        compare={"F+R": fr},
+        train_logs={"TSA": log},
+        probabilities=probs,
+        frames_dir=frames,
+    )
     assert _png(rep.summary) == (1300, 550)
     assert sorted(rep.videos) == sorted(KEYS)
     for path in rep.videos.values():
@@ -89,7 +110,7 @@ def test_report_writes_every_picture(inputs):
 
 
 def test_probabilities_reach_the_rows(inputs):
-    tmp, tsa, *_ , probs, _ = inputs
+    tmp, tsa, *_, probs, _ = inputs
     rows = read_predictions(tsa)
     assert rows[0].probs is None and rows[0].pred_t == [31, 68] and len(rows[0].step_deltas) == 3
     write_report(rows, str(tmp / "o2"), probabilities=probs, max_videos=1)
@@ -113,22 +134,47 @@ def test_missing_columns_are_named(tmp_path):
         read_predictions(tmp_path / "nope.csv")
     np.savez(tmp_path / "p.npz", **{KEYS[0]: np.zeros((10, 2))})
     with pytest.raises(ReportError, match=r"expected \[96, L\]"):
-        write_report(_write_csv(tmp_path / "ok.csv"), str(tmp_path / "o"),
-                     probabilities=str(tmp_path / "p.npz"))
+        write_report(
+            _write_csv(tmp_path / "ok.csv"), str(tmp_path / "o"), probabilities=str(tmp_path / "p.npz")
+        )
 
 
 def test_cli(inputs, capsys):
     tmp, tsa, fr, log, probs, frames = inputs
     out = str(tmp / "cli")
-    assert report_main(["--predictions", tsa, "--out", out, "--compare", f"F+R={fr}",
-                        "--train-log", f"TSA={log}", "--probabilities", probs, "--max-videos", "1"]) == 0
+    assert (
+        report_main(
+            [
+                "--predictions",
+                tsa,
+                "--out",
+                out,
+                "--compare",
+                f"F+R={fr}",
+                "--train-log",
+                f"TSA={log}",
+                "--probabilities",
+                probs,
+                "--max-videos",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert "index.html" in capsys.readouterr().out
     assert report_main(["--predictions", tsa, "--out", out, "--compare", fr]) == 2
     assert "NAME=PATH" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("column,value,bad", [("pred_score", "nan", "nan"), ("true_score", "inf", "inf"),
-                                              ("deltas", "1.0;nan;2.0;3.0", "nan"), ("tiou", "-inf", "-inf")])
+@pytest.mark.parametrize(
+    "column,value,bad",
+    [
+        ("pred_score", "nan", "nan"),
+        ("true_score", "inf", "inf"),
+        ("deltas", "1.0;nan;2.0;3.0", "nan"),
+        ("tiou", "-inf", "-inf"),
+    ],
+)
 def test_non_finite_values_are_refused_before_anything_is_written(tmp_path, capsys, column, value, bad):
     path = _write_csv(tmp_path / "p.csv")
     with open(path, newline="") as f:

@@ -1,4 +1,5 @@
 """The restricted unpickler admits the numpy classes of the annotation files and nothing else."""
+
 import os
 import pickle
 

@@ -1,4 +1,5 @@
 """Frame sampling and transition labels (docs/design.md §2)."""
+
 import numpy as np
 import pytest
 
@@ -17,7 +18,10 @@ def test_linspace_sampling_and_repeats():
 
 def test_labels_for_three_and_four_transitions():
     labels = np.array([1] * 10 + [15] * 20 + [32] * 10 + [15] * 20 + [36] * 36)
-    assert transition_labels(labels).tolist() == [10, 60]        # [t[1], t[-1]] over first appearances (0, 10, 30, 60)
+    assert transition_labels(labels).tolist() == [
+        10,
+        60,
+    ]  # [t[1], t[-1]] over first appearances (0, 10, 30, 60)
     assert transition_labels(labels, 3).tolist() == [10, 30, 60]
     assert all_transitions(labels).tolist() == [10, 30, 40, 60]  # every label change
     with pytest.raises(ValueError, match="need at least 4 transitions"):

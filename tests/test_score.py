@@ -3,6 +3,7 @@
 
 Random-init I3D with one snippet per video and four dives keep it to a few seconds of I3D.
 """
+
 import csv
 import json
 import os
@@ -45,31 +46,66 @@ def _write_h264(path, frames):
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("score")
-    dives = sample_dives(8, seed=0)                      # two dive numbers: 3 train, 1 test each
+    dives = sample_dives(8, seed=0)  # two dive numbers: 3 train, 1 test each
     train_keys, test_keys = split_dives(dives, seed=0)
     ann = str(root / "Annotations")
     write_annotations(ann, dives, train_keys, test_keys)
     videos = {d.key: _write_h264(root / f"{d.key[0]}_{d.key[1]}.mp4", _frames(d)) for d in dives}
     store = str(root / "features.h5")
     with pytest.warns(UserWarning, match="random"):
-        extract_features(store, [d.key for d in dives],
-                         Inputs(video_list={k: (v, None, None) for k, v in videos.items()}),
-                         random_init=True, options=ExtractOptions(device="cpu", num_snippets=1,
-                                                                   progress=False, batch_videos=4))
+        extract_features(
+            store,
+            [d.key for d in dives],
+            Inputs(video_list={k: (v, None, None) for k, v in videos.items()}),
+            random_init=True,
+            options=ExtractOptions(device="cpu", num_snippets=1, progress=False, batch_videos=4),
+        )
     # two epochs: a freshly initialised TSA gives every video the same deltas (its batch norms
     # hold default statistics), which would let a wrong query feature pass unnoticed
-    ckpt = train(store, ann, root / "run", max_epoch=2, bs_train=2, voter_number=2,
-                 layout="spatial", device="cpu", progress=False, log=lambda line: None).last_checkpoint
+    ckpt = train(
+        store,
+        ann,
+        root / "run",
+        max_epoch=2,
+        bs_train=2,
+        voter_number=2,
+        layout="spatial",
+        device="cpu",
+        progress=False,
+        log=lambda line: None,
+    ).last_checkpoint
     # the first test dive: fdperf.evaluate draws its exemplars first, from a fresh generator
     query = next(d for d in dives if d.key == test_keys[0])
-    return dict(root=root, ann=ann, store=store, ckpt=str(ckpt), video=videos[query.key],
-                query=query, dn=query.plan.kind.dive_number.upper())
+    return dict(
+        root=root,
+        ann=ann,
+        store=store,
+        ckpt=str(ckpt),
+        video=videos[query.key],
+        query=query,
+        dn=query.plan.kind.dive_number.upper(),
+    )
 
 
 def _args(s, *inputs, out=None, extra=()):
-    args = [*map(str, inputs), "--dive-number", s["dn"], "--checkpoint", s["ckpt"], "--store",
-            s["store"], "--annotations", s["ann"], "--random-init", "--voter-number", "2",
-            "--device", "cpu", "--no-progress", *extra]
+    args = [
+        *map(str, inputs),
+        "--dive-number",
+        s["dn"],
+        "--checkpoint",
+        s["ckpt"],
+        "--store",
+        s["store"],
+        "--annotations",
+        s["ann"],
+        "--random-init",
+        "--voter-number",
+        "2",
+        "--device",
+        "cpu",
+        "--no-progress",
+        *extra,
+    ]
     return args + (["--out", str(out)] if out else [])
 
 
@@ -87,16 +123,18 @@ def test_score_equals_evaluate_on_the_same_video(setup, tmp_path, capsys):
     assert abs(float(ev.votes.scores[0]) - float(ev.votes.scores[1])) > 1e-2
     assert [e["key"] for e in dive["exemplars"]] == row["exemplar_keys"].split(";")
     assert [e["delta"] for e in dive["exemplars"]] == pytest.approx(
-        [float(x) for x in row["deltas"].split(";")], abs=1e-4)
+        [float(x) for x in row["deltas"].split(";")], abs=1e-4
+    )
     assert dive["score"] == pytest.approx(np.mean([e["vote"] for e in dive["exemplars"]]), abs=1e-5)
     t = [int(row["pred_t1"]), int(row["pred_t2"])]
     assert dive["transitions_sampled"] == t
-    n = s["query"].frame_labels.size                      # frames of the video
+    n = s["query"].frame_labels.size  # frames of the video
     frames = np.linspace(0, n - 1, 96).astype(int)
     assert dive["transition_frames"] == [int(frames[i]) for i in t]
     assert [st["first_frame"] for st in dive["steps"]] == [0] + dive["transition_frames"]
     assert [st["relative_score"] for st in dive["steps"]] == pytest.approx(
-        [np.mean([float(x) for x in row[f"step{k}_deltas"].split(";")]) for k in (1, 2, 3)], abs=1e-4)
+        [np.mean([float(x) for x in row[f"step{k}_deltas"].split(";")]) for k in (1, 2, 3)], abs=1e-4
+    )
     assert os.path.getsize(dive["png"]) > 10_000
     assert f"{dive['score']:8.2f}" in printed and s["dn"].lower() in printed
 
@@ -107,8 +145,14 @@ def test_untrimmed_cut_maps_transitions_to_the_long_video(setup, tmp_path):
     dark = [np.zeros_like(frames[0])] * PAD
     long = _write_h264(tmp_path / "broadcast.mp4", dark + frames + dark[:5])
     assert fdperf_main(["score", *_args(s, s["video"], out=tmp_path / "a")]) == 0
-    assert score_main(_args(s, long, out=tmp_path / "b", extra=("--start", str(PAD), "--end",
-                                                                str(PAD + len(frames) - 1)))) == 0
+    assert (
+        score_main(
+            _args(
+                s, long, out=tmp_path / "b", extra=("--start", str(PAD), "--end", str(PAD + len(frames) - 1))
+            )
+        )
+        == 0
+    )
     (a,) = json.loads((tmp_path / "a" / "scores.json").read_text())["dives"]
     (b,) = json.loads((tmp_path / "b" / "scores.json").read_text())["dives"]
     assert b["score"] == pytest.approx(a["score"], abs=1e-5)
@@ -142,13 +186,18 @@ def test_batch_records_a_broken_video_and_exits_1(setup, tmp_path, capsys):
     assert "broken.mp4" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("change,message", [
-    (lambda a: a.__setitem__(a.index("--dive-number") + 1, "999X"), "dive number 999X"),
-    (lambda a: a.__setitem__(0, "/nonexistent/dive.mp4"), "input not found: /nonexistent/dive.mp4"),
-    (lambda a: a.__setitem__(a.index("--random-init"), "--weights=/nonexistent/i3d.pth"),
-     "/nonexistent/i3d.pth"),
-    (lambda a: a.extend(["--start", "5"]), "give both --start and --end"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda a: a.__setitem__(a.index("--dive-number") + 1, "999X"), "dive number 999X"),
+        (lambda a: a.__setitem__(0, "/nonexistent/dive.mp4"), "input not found: /nonexistent/dive.mp4"),
+        (
+            lambda a: a.__setitem__(a.index("--random-init"), "--weights=/nonexistent/i3d.pth"),
+            "/nonexistent/i3d.pth",
+        ),
+        (lambda a: a.extend(["--start", "5"]), "give both --start and --end"),
+    ],
+)
 def test_errors_are_one_line_naming_the_file_or_value(setup, capsys, change, message):
     args = _args(setup, setup["video"])
     change(args)

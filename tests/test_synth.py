@@ -1,4 +1,5 @@
 """The synthetic dive generator: FineDiving layout and schema, consistency, determinism, step locality."""
+
 import dataclasses
 import os
 import pickle
@@ -10,9 +11,17 @@ from PIL import Image
 
 from fdperf.data import load_annotations
 from fdperf.data.annotations import FILES
+from fdperf.synthetic import (
+    CATALOGUE,
+    DiveRenderer,
+    dive_score,
+    generate_dataset,
+    judge_awards,
+    read_manifest,
+    sample_dives,
+    split_dives,
+)
 from fdperf.synthetic.__main__ import main as synth_main
-from fdperf.synthetic import (CATALOGUE, DiveRenderer, dive_score, generate_dataset, judge_awards,
-                              read_manifest, sample_dives, split_dives)
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +59,12 @@ def test_value_types_match_the_published_files(synth_set):
         data = f.read()
     assert data[:2] == b"\x80\x03"  # protocol 3
     globals_ = {arg for op, arg, _ in pickletools.genops(data) if op.name == "GLOBAL"}
-    assert globals_ <= {"numpy ndarray", "numpy dtype", "numpy.core.multiarray _reconstruct",
-                        "numpy.core.multiarray scalar"}
+    assert globals_ <= {
+        "numpy ndarray",
+        "numpy dtype",
+        "numpy.core.multiarray _reconstruct",
+        "numpy.core.multiarray scalar",
+    }
     aqa = pickle.loads(data)  # our own freshly written file
     key, value = next(iter(aqa.items()))
     assert [type(v) for v in value[:3]] == [str, float, float]
@@ -79,17 +92,21 @@ def test_deterministic_for_a_seed_whatever_the_workers(tmp_path):
     b = generate_dataset(str(tmp_path / "b"), num_videos=3, seed=11, workers=2, progress=False)
     c = generate_dataset(str(tmp_path / "c"), num_videos=3, seed=12, workers=1, progress=False)
     for name in FILES.values():
-        with open(os.path.join(a.annotations_dir, name), "rb") as fa, \
-                open(os.path.join(b.annotations_dir, name), "rb") as fb:
+        with (
+            open(os.path.join(a.annotations_dir, name), "rb") as fa,
+            open(os.path.join(b.annotations_dir, name), "rb") as fb,
+        ):
             assert fa.read() == fb.read(), name
     for dirpath, _, files in os.walk(a.frames_dir):
         for f in files:
             other = os.path.join(b.frames_dir, os.path.relpath(os.path.join(dirpath, f), a.frames_dir))
             with open(os.path.join(dirpath, f), "rb") as fa, open(other, "rb") as fb:
                 assert fa.read() == fb.read()
+
     def scores(ds):
         ann = load_annotations(ds.annotations_dir)
         return [ann[k].score for k in ds.train_keys + ds.test_keys]
+
     assert scores(a) != scores(c)
 
 
@@ -105,13 +122,13 @@ def test_each_quality_changes_its_own_step(step):
     diff = np.abs(_frames(hi) - _frames(lo)).mean(axis=(1, 2, 3))
     n1, *flight, n3 = plan.step_frames
     bounds = np.cumsum([0, n1, sum(flight), n3])
-    own = diff[bounds[step]:bounds[step + 1]]
+    own = diff[bounds[step] : bounds[step + 1]]
     # the step itself changes a lot (large area of the frame, in most of its frames)
     assert own.max() > 1.0 and (own > 0.05).mean() > 0.5
     # later steps do not change, except the flight, which starts at the take-off's apex
     untouched = [s for s in range(3) if s != step and not (step == 0 and s == 1)]
     for s in untouched:
-        assert diff[bounds[s]:bounds[s + 1]].max() == 0.0, f"quality of step {step} changed step {s}"
+        assert diff[bounds[s] : bounds[s + 1]].max() == 0.0, f"quality of step {step} changed step {s}"
 
 
 def test_judging_rule():

@@ -1,11 +1,12 @@
 """CUDA only (skipped without a GPU): the CUDA-graph training step updates the weights as the
 eager step does, the warm-up of the capture leaves no trace, and bf16 autocast captures too."""
+
 import pytest
 import torch
 
+from fdperf.features.videoset import VideoSet
 from fdperf.train.step import TrainStep
 from fdperf.tsa import TSA
-from fdperf.features.videoset import VideoSet
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -14,9 +15,15 @@ def _videos(n, device):
     g = torch.Generator().manual_seed(0)
     gt = torch.stack([torch.randint(5, 45, (n,), generator=g), torch.randint(50, 90, (n,), generator=g)], 1)
     y = torch.rand(n, generator=g) * 100
-    return VideoSet([("v", i) for i in range(n)], torch.randn(n, 9, 1024, generator=g).to(device),
-                    torch.randn(n, 9, 1024, 4, 4, generator=g).to(device), y.to(device), gt.to(device),
-                    torch.zeros(n, dtype=torch.long, device=device), y.to(device))
+    return VideoSet(
+        [("v", i) for i in range(n)],
+        torch.randn(n, 9, 1024, generator=g).to(device),
+        torch.randn(n, 9, 1024, 4, 4, generator=g).to(device),
+        y.to(device),
+        gt.to(device),
+        torch.zeros(n, dtype=torch.long, device=device),
+        y.to(device),
+    )
 
 
 def _run(graph: bool, amp: bool = False, steps: int = 3):

@@ -1,6 +1,7 @@
 """End-to-end training (I3D fine-tuned with the TSA head), on the CPU at small sizes: one step
 equals a reference-style step, the device augmentation equals PIL's, evaluation features equal the
 extractor's, resume equals an uninterrupted run, and the reference last.pth export loads back."""
+
 import copy
 import os
 
@@ -8,27 +9,27 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
-
 from conftest import write_annotation_set
+from PIL import Image
+from test_tsa_model import ref_pair_forward
+
 from fdperf.backbone import load_i3d
 from fdperf.backbone.weights import random_i3d
 from fdperf.extract import ExtractOptions, Inputs, extract_features
 from fdperf.features import FeatureStore
+from fdperf.options import ConfigError
 from fdperf.train import __main__ as train_cli
 from fdperf.train.clips import CENTRE_TOP, Draw, FrameCache, mirror_symmetric
 from fdperf.train.e2e_model import EndToEnd, optimizer_groups
-from fdperf.options import ConfigError
 from fdperf.train.end_to_end import export_reference, train_end_to_end
 from fdperf.tsa import TSA
 from fdperf.tsa.checkpoint import import_reference_checkpoint, read_checkpoint
 from fdperf.video import MEAN, STD
-from test_tsa_model import ref_pair_forward
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-KEYS = [("01", 1), ("01", 2), ("01", 3), ("01", 4)]      # two training, two test videos
-FRAME_HW = (36, 64)                                       # 64 wide: a column table that is NOT mirror-symmetric
+KEYS = [("01", 1), ("01", 2), ("01", 3), ("01", 4)]  # two training, two test videos
+FRAME_HW = (36, 64)  # 64 wide: a column table that is NOT mirror-symmetric
 
 
 @pytest.fixture(scope="module")
@@ -46,14 +47,23 @@ def dataset(tmp_path_factory):
 
 
 def _kw(frames, **extra):
-    kw = dict(inputs=Inputs(frames_root=frames), random_init=True, num_snippets=1, bs_train=1,
-              voter_number=1, device="cpu", progress=False, seed=4,
-              decode=ExtractOptions(device="cpu", batch_videos=2, progress=False))
+    kw = dict(
+        inputs=Inputs(frames_root=frames),
+        random_init=True,
+        num_snippets=1,
+        bs_train=1,
+        voter_number=1,
+        device="cpu",
+        progress=False,
+        seed=4,
+        decode=ExtractOptions(device="cpu", batch_videos=2, progress=False),
+    )
     kw.update(extra)
     return kw
 
 
 # ---- (a) one step against a reference-style step ----------------------------------------------
+
 
 def _ref_step(model: EndToEnd, clips, y, gt):
     """The published helper's order: I3D on video 1 and on video 2, PSNet on features and maps,
@@ -68,8 +78,11 @@ def _ref_step(model: EndToEnd, clips, y, gt):
     f1, f2, m1, m2 = f1[:, None], f2[:, None], m1[:, None], m2[:, None]
     delta, probs, _ = ref_pair_forward(model.head, f1, m1, f2, m2, gt[:1], gt[1:], True, True)
     target = torch.zeros_like(probs).scatter_(1, gt.unsqueeze(1), 1.0)
-    loss = F.mse_loss(delta[:1], y[:1] - y[1:]) + F.mse_loss(delta[1:], y[1:] - y[:1]) \
+    loss = (
+        F.mse_loss(delta[:1], y[:1] - y[1:])
+        + F.mse_loss(delta[1:], y[1:] - y[:1])
         + F.binary_cross_entropy(probs, target)
+    )
     loss.backward()
     return loss
 
@@ -99,7 +112,7 @@ def test_step_equals_reference_style_step():
     ours, theirs = dict(model.named_parameters()), dict(ref.named_parameters())
     checked = 0
     for name, p in ref64.named_parameters():
-        if not p.requires_grad:       # the Kinetics logits: not trained, as in the reference
+        if not p.requires_grad:  # the Kinetics logits: not trained, as in the reference
             assert "conv3d_0c_1x1" in name and ours[name].grad is None
             continue
         err = _rel(ours[name].grad.double(), p.grad)
@@ -108,8 +121,8 @@ def test_step_equals_reference_style_step():
         checked += 1
     assert checked == sum(p.requires_grad for p in model.parameters()) > 250
     bn = model.backbone.conv3d_1a_7x7.batch3d
-    assert bn.weight.grad.abs().sum() > 0 and bn.bias.grad.abs().sum() > 0   # affine trained
-    for k, v in model.backbone.state_dict().items():                          # statistics fixed
+    assert bn.weight.grad.abs().sum() > 0 and bn.bias.grad.abs().sum() > 0  # affine trained
+    for k, v in model.backbone.state_dict().items():  # statistics fixed
         if "running" in k:
             assert torch.equal(v, before[k]), k
 
@@ -126,6 +139,7 @@ def test_optimizer_groups_follow_the_reference():
 
 # ---- (b) the device augmentation against PIL -----------------------------------------------------
 
+
 def _pil_reference(frames: np.ndarray, flip: bool, top: int) -> torch.Tensor:
     """RandomHorizontalFlip, Resize((200, 112), NEAREST), crop at (top, 0), ToTensor, Normalize."""
     out = []
@@ -135,7 +149,7 @@ def _pil_reference(frames: np.ndarray, flip: bool, top: int) -> torch.Tensor:
             img = img.transpose(Image.FLIP_LEFT_RIGHT)
         img = img.resize((112, 200), Image.NEAREST).crop((0, top, 112, top + 112))
         out.append(torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float().div(255))
-    x = torch.stack(out, 1)                                       # [3, T, 112, 112]
+    x = torch.stack(out, 1)  # [3, T, 112, 112]
     mean = torch.tensor(MEAN).view(3, 1, 1, 1)
     std = torch.tensor(STD).view(3, 1, 1, 1)
     return x.sub(mean).div(std)
@@ -146,7 +160,7 @@ def test_device_augmentation_equals_pil(width):
     assert mirror_symmetric(width) == (width == 455)
     rng = np.random.default_rng(width)
     frames = rng.integers(0, 256, (3, 61, width, 3), dtype=np.uint8)
-    cache = FrameCache([("a", 1)], None, None, torch.device("cpu"))   # no reader: frames are put
+    cache = FrameCache([("a", 1)], None, None, torch.device("cpu"))  # no reader: frames are put
     cache.put(0, torch.from_numpy(frames))
     for flip, top in [(False, 0), (True, 0), (True, 88), (False, 37), (True, 51)]:
         got = cache.train_clips(torch.tensor([0]), Draw(torch.tensor([flip]), torch.tensor([top])))[0]
@@ -156,15 +170,23 @@ def test_device_augmentation_equals_pil(width):
 
 # ---- evaluation features = the extractor's ------------------------------------------------------
 
+
 def test_evaluation_features_equal_the_extractor(tmp_path, dataset):
     ann, frames = dataset
     store = tmp_path / "feats.h5"
     with pytest.warns(UserWarning):
-        extract_features(store, KEYS[:2], Inputs(frames_root=frames), random_init=True,
-                         options=ExtractOptions(device="cpu", num_snippets=1, fuse=False,
-                                                channels_last=False, progress=False, seed=4))
+        extract_features(
+            store,
+            KEYS[:2],
+            Inputs(frames_root=frames),
+            random_init=True,
+            options=ExtractOptions(
+                device="cpu", num_snippets=1, fuse=False, channels_last=False, progress=False, seed=4
+            ),
+        )
     feats, maps = FeatureStore(str(store)).load()
     from fdperf.train.end_to_end import EndToEndConfig, eval_features, setup
+
     run = setup(EndToEndConfig(**_kw(frames)).validate(), ann, torch.device("cpu"))
     try:
         run.cache.ensure([0, 1])
@@ -176,6 +198,7 @@ def test_evaluation_features_equal_the_extractor(tmp_path, dataset):
 
 
 # ---- (c) resume, export, CLI -----------------------------------------------------------------
+
 
 class Interrupt(Exception):
     pass
@@ -189,6 +212,7 @@ def test_resume_equals_uninterrupted_and_export(tmp_path, dataset):
     def crash_after_first_epoch(line):
         if line.startswith("epoch 1/2"):
             raise Interrupt
+
     with pytest.raises(Interrupt):
         train_end_to_end(ann, tmp_path / "cut", log=crash_after_first_epoch, **kw)
     lines = []
@@ -201,21 +225,22 @@ def test_resume_equals_uninterrupted_and_export(tmp_path, dataset):
             assert torch.equal(v, b[part][k]), (part, k)
     assert [h["loss"] for h in full.history] == [h["loss"] for h in resumed.history]
     assert full.last == resumed.last and "rho" in full.last
-    assert [h["decoded_videos"] for h in full.history] == [2, 0]   # epoch 2 decodes nothing
+    assert [h["decoded_videos"] for h in full.history] == [2, 0]  # epoch 2 decodes nothing
     with pytest.raises(ConfigError, match="--lr_factor: checkpoint 0.1, now 0.2"):
-        train_end_to_end(ann, tmp_path / "cut", resume=True, log=lambda line: None,
-                         **dict(kw, lr_factor=0.2, max_epoch=3))
+        train_end_to_end(
+            ann, tmp_path / "cut", resume=True, log=lambda line: None, **dict(kw, lr_factor=0.2, max_epoch=3)
+        )
     # the I3D weights moved, and the exported reference checkpoint holds them
     start, _ = load_i3d(None, random_init=True, seed=4)
     assert not torch.equal(start.mixed_5c.branch_0.conv3d.weight, a["i3d"]["mixed_5c.branch_0.conv3d.weight"])
     pth = export_reference(full.last_checkpoint, tmp_path / "last.pth")
     head, i3d_state, _ = import_reference_checkpoint(pth)
-    loaded, _ = load_i3d(pth)   # what `fdperf.extract --weights last.pth` loads
+    loaded, _ = load_i3d(pth)  # what `fdperf.extract --weights last.pth` loads
     for k, v in loaded.state_dict().items():
         assert torch.equal(v, a["i3d"][k]) and torch.equal(i3d_state[k], a["i3d"][k]), k
     for k, v in head.state_dict().items():
         assert torch.equal(v, a["model"][k]), k
-    loaded, _ = load_i3d(full.last_checkpoint)   # an fdperf end-to-end checkpoint directly
+    loaded, _ = load_i3d(full.last_checkpoint)  # an fdperf end-to-end checkpoint directly
     assert torch.equal(loaded.conv3d_1a_7x7.conv3d.weight, a["i3d"]["conv3d_1a_7x7.conv3d.weight"])
 
 
@@ -223,6 +248,7 @@ def test_load_i3d_reads_a_reference_last_pth(tmp_path):
     """`fdperf extract --weights last.pth`: base_model keys are `module.backbone.*` (the reference's
     wrapper), and the reference stores numpy scalars next to them (rho_best)."""
     from fdperf.tsa.checkpoint import export_reference_checkpoint
+
     state = random_i3d(3).state_dict()
     path = export_reference_checkpoint(TSA(in_channels=1), tmp_path / "last.pth", i3d_state=state)
     obj = torch.load(path, weights_only=True)
@@ -236,20 +262,36 @@ def test_load_i3d_reads_a_reference_last_pth(tmp_path):
 
 def test_cli_refuses_missing_weights_and_inputs(tmp_path, dataset, capsys):
     ann, frames = dataset
-    assert train_cli.main(["--end-to-end", str(tmp_path / "o"), "--annotations", ann,
-                           "--frames-root", frames]) == 2
+    assert (
+        train_cli.main(["--end-to-end", str(tmp_path / "o"), "--annotations", ann, "--frames-root", frames])
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--weights" in err[0]
-    assert train_cli.main(["--end-to-end", str(tmp_path / "o"), "--annotations", ann,
-                           "--random-init"]) == 2
+    assert train_cli.main(["--end-to-end", str(tmp_path / "o"), "--annotations", ann, "--random-init"]) == 2
     assert "--frames-root" in capsys.readouterr().err
-    assert train_cli.main(["--end-to-end", str(tmp_path / "o"), "--annotations", ann, "--frames-root",
-                           frames, "--random-init", "--lr_factor", "-1"]) == 2
+    assert (
+        train_cli.main(
+            [
+                "--end-to-end",
+                str(tmp_path / "o"),
+                "--annotations",
+                ann,
+                "--frames-root",
+                frames,
+                "--random-init",
+                "--lr_factor",
+                "-1",
+            ]
+        )
+        == 2
+    )
     assert "--lr_factor" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "o")
 
 
 # ---- (d) torchrun: two CPU processes against one ----------------------------------------------
+
 
 def test_torchrun_two_processes_equal_one(tmp_path, dataset):
     """Each rank runs I3D on its pair of the global batch of two; the gathered features give
@@ -258,20 +300,50 @@ def test_torchrun_two_processes_equal_one(tmp_path, dataset):
     1e-5 relative per tensor after one Adam step)."""
     import subprocess
     import sys
+
     from test_extract import REPO
+
     ann, frames = dataset
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-           "-m", "fdperf.train", "--end-to-end", str(out), "--annotations", ann, "--frames-root",
-           frames, "--random-init", "--num-snippets", "1", "--device", "cpu", "--threads", "1",
-           "--max_epoch", "1", "--bs_train", "2", "--voter_number", "1", "--seed", "4"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node=2",
+        "-m",
+        "fdperf.train",
+        "--end-to-end",
+        str(out),
+        "--annotations",
+        ann,
+        "--frames-root",
+        frames,
+        "--random-init",
+        "--num-snippets",
+        "1",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--max_epoch",
+        "1",
+        "--bs_train",
+        "2",
+        "--voter_number",
+        "1",
+        "--seed",
+        "4",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    one = train_end_to_end(ann, tmp_path / "one", log=lambda line: None, **_kw(frames, max_epoch=1, bs_train=2))
+    one = train_end_to_end(
+        ann, tmp_path / "one", log=lambda line: None, **_kw(frames, max_epoch=1, bs_train=2)
+    )
     a, b = read_checkpoint(one.last_checkpoint), read_checkpoint(out / "last.pt")
     assert b["settings"]["world_size"] == 2 and a["settings"]["world_size"] == 1
-    assert len((out / "train_log.jsonl").read_text().splitlines()) == 1     # rank 0 writes alone
+    assert len((out / "train_log.jsonl").read_text().splitlines()) == 1  # rank 0 writes alone
     for part in ("model", "i3d"):
         for k, v in a[part].items():
             if v.is_floating_point():
@@ -289,8 +361,13 @@ def test_checkpoint_activations_give_the_same_gradients():
     ckpt = copy.deepcopy(plain)
     ckpt.checkpoint_activations = True
     clips = torch.randn(2, 3, 16, 112, 112)
-    args = (torch.arange(2), torch.tensor([55.0, 60.0]), torch.tensor([[30, 70], [20, 60]]),
-            torch.zeros(2, dtype=torch.long), True)
+    args = (
+        torch.arange(2),
+        torch.tensor([55.0, 60.0]),
+        torch.tensor([[30, 70], [20, 60]]),
+        torch.zeros(2, dtype=torch.long),
+        True,
+    )
     plain(clips, *args)[0].backward()
     ckpt(clips, *args)[0].backward()
     theirs = dict(ckpt.named_parameters())
@@ -302,18 +379,29 @@ def test_checkpoint_activations_give_the_same_gradients():
 CUDA = torch.cuda.is_available()
 
 
-@pytest.mark.skipif(not CUDA, reason="needs a CUDA device: bf16 autocast, channels_last_3d, DALI "
-                                     "mixed (nvJPEG) decoding and frames resident on the GPU")
+@pytest.mark.skipif(
+    not CUDA,
+    reason="needs a CUDA device: bf16 autocast, channels_last_3d, DALI "
+    "mixed (nvJPEG) decoding and frames resident on the GPU",
+)
 def test_cuda_paths(tmp_path, dataset):
     from fdperf.train.end_to_end import EndToEndConfig, setup
+
     ann, frames = dataset
-    kw = _kw(frames, device="cuda", bs_train=2, max_epoch=2,
-             decode=ExtractOptions(device="cuda", batch_videos=2, progress=False))
+    kw = _kw(
+        frames,
+        device="cuda",
+        bs_train=2,
+        max_epoch=2,
+        decode=ExtractOptions(device="cuda", batch_videos=2, progress=False),
+    )
     gpu = setup(EndToEndConfig(**kw).validate(), ann, torch.device("cuda"))
     cpu = setup(EndToEndConfig(**_kw(frames)).validate(), ann, torch.device("cpu"))
     try:
         assert gpu.model.amp and gpu.model.channels_last
-        assert gpu.model.backbone.conv3d_1a_7x7.conv3d.weight.is_contiguous(memory_format=torch.channels_last_3d)
+        assert gpu.model.backbone.conv3d_1a_7x7.conv3d.weight.is_contiguous(
+            memory_format=torch.channels_last_3d
+        )
         gpu.cache.ensure(range(4))
         cpu.cache.ensure(range(4))
         assert gpu.cache.frames.is_cuda and gpu.cache.frames.dtype == torch.uint8

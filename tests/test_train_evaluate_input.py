@@ -2,6 +2,7 @@
 a store refused naming the store, video and dataset, a diverging loss named by epoch and step,
 checkpoints checked against their store, resume refusing (or truthfully applying) changed
 hyper-parameters, oracle transitions refused for F+R, and one-line errors with exit status 2."""
+
 import json
 import os
 import pickle
@@ -32,8 +33,9 @@ def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("input")
     store, ann = make_synthetic_features(root / "data", n_train=16, n_test=8, seed=3)
     torch.manual_seed(0)
-    fr = save_checkpoint(root / "fr.pt", model_checkpoint(
-        build_model("F+R"), epoch=0, store_identity=store_identity(store)))
+    fr = save_checkpoint(
+        root / "fr.pt", model_checkpoint(build_model("F+R"), epoch=0, store_identity=store_identity(store))
+    )
     return root, store, ann, fr
 
 
@@ -61,33 +63,78 @@ def _one_line_error(capsys, rc, *needles):
 
 # ---- options ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("option,value", [
-    ("base_lr", float("inf")), ("base_lr", float("nan")), ("base_lr", 0.0), ("base_lr", -1e-3),
-    ("base_lr", 1e38),
-    ("seed", -1), ("max_epoch", 0), ("bs_train", 0), ("voter_number", 0), ("fix_size", 0),
-    ("eval_every", 0), ("step_num", 1), ("prob_tas_threshold", 1.5), ("prob_tas_threshold", -0.1),
-    ("policy", "height"), ("method", "TSB"), ("layout", "diagonal"), ("view", -1),
-    ("max_epoch", 2.5)])
+
+@pytest.mark.parametrize(
+    "option,value",
+    [
+        ("base_lr", float("inf")),
+        ("base_lr", float("nan")),
+        ("base_lr", 0.0),
+        ("base_lr", -1e-3),
+        ("base_lr", 1e38),
+        ("seed", -1),
+        ("max_epoch", 0),
+        ("bs_train", 0),
+        ("voter_number", 0),
+        ("fix_size", 0),
+        ("eval_every", 0),
+        ("step_num", 1),
+        ("prob_tas_threshold", 1.5),
+        ("prob_tas_threshold", -0.1),
+        ("policy", "height"),
+        ("method", "TSB"),
+        ("layout", "diagonal"),
+        ("view", -1),
+        ("max_epoch", 2.5),
+    ],
+)
 def test_train_config_checks_every_range(option, value):
     with pytest.raises(ConfigError, match=f"--{option}"):
         TrainConfig(**{option: value}).validate()
     assert TrainConfig(base_lr=0.5, seed=0, prob_tas_threshold=1.0).validate().base_lr == 0.5
 
 
-@pytest.mark.parametrize("flag,value", [("--seed", "-1"), ("--base_lr", "inf"), ("--base_lr", "0"),
-                                        ("--bs_train", "0"), ("--prob_tas_threshold", "2")])
+@pytest.mark.parametrize(
+    "flag,value",
+    [
+        ("--seed", "-1"),
+        ("--base_lr", "inf"),
+        ("--base_lr", "0"),
+        ("--bs_train", "0"),
+        ("--prob_tas_threshold", "2"),
+    ],
+)
 def test_train_cli_rejects_bad_values_before_loading(tmp_path, capsys, flag, value):
     # neither the store nor the annotations exist: the option must be refused first
-    rc = train_cli.main([str(tmp_path / "none.h5"), str(tmp_path / "out"), "--annotations",
-                         str(tmp_path / "none"), flag, value, "--device", "cpu"])
+    rc = train_cli.main(
+        [
+            str(tmp_path / "none.h5"),
+            str(tmp_path / "out"),
+            "--annotations",
+            str(tmp_path / "none"),
+            flag,
+            value,
+            "--device",
+            "cpu",
+        ]
+    )
     err = _one_line_error(capsys, rc, flag, value)
     assert "none.h5" not in err and not (tmp_path / "out").exists()
 
 
 def test_evaluate_cli_rejects_bad_values_before_loading(tmp_path, capsys):
     for flag, value in (("--voter_number", "0"), ("--seed", "-2"), ("--batch-pairs", "0")):
-        rc = evaluate_cli.main([str(tmp_path / "none.pt"), str(tmp_path / "none.h5"),
-                                str(tmp_path / "out"), "--annotations", str(tmp_path), flag, value])
+        rc = evaluate_cli.main(
+            [
+                str(tmp_path / "none.pt"),
+                str(tmp_path / "none.h5"),
+                str(tmp_path / "out"),
+                "--annotations",
+                str(tmp_path),
+                flag,
+                value,
+            ]
+        )
         err = _one_line_error(capsys, rc, flag)
         assert "none.pt" not in err
 
@@ -96,8 +143,13 @@ def test_train_accepts_a_config_object_equal_to_keywords(tmp_path, data):
     _, store, ann, _ = data
     kw = {"method": "F+R", "max_epoch": 1, "bs_train": 4, "voter_number": 3, "seed": 2}
     a = train(store, ann, tmp_path / "kw", **kw, **QUIET)
-    b = train(store, ann, tmp_path / "cfg", config=TrainConfig(**kw, device="cpu", progress=False),
-              log=lambda line: None)
+    b = train(
+        store,
+        ann,
+        tmp_path / "cfg",
+        config=TrainConfig(**kw, device="cpu", progress=False),
+        log=lambda line: None,
+    )
     wa, wb = read_checkpoint(a.last_checkpoint)["model"], read_checkpoint(b.last_checkpoint)["model"]
     assert all(torch.equal(v, wb[k]) for k, v in wa.items())
     with pytest.raises(ConfigError, match="--seed"):
@@ -114,16 +166,17 @@ def test_model_is_built_once_for_a_store_of_other_snippets(tmp_path, data, monke
         dst.create_dataset("feature_maps", data=src["feature_maps"][:, :7])
         dst.attrs.update(dict(src.attrs), num_snippets=7)
     import fdperf.train as training
+
     calls = []
     real = training.build_model
     monkeypatch.setattr(training, "build_model", lambda *a, **k: calls.append(k) or real(*a, **k))
-    res = train(seven, ann, tmp_path / "out", method="TSA", max_epoch=1, bs_train=4,
-                voter_number=2, **QUIET)
+    res = train(seven, ann, tmp_path / "out", method="TSA", max_epoch=1, bs_train=4, voter_number=2, **QUIET)
     assert len(calls) == 1 and calls[0]["in_channels"] == 7
     assert read_checkpoint(res.last_checkpoint)["config"]["in_channels"] == 7
 
 
 # ---- non-finite values ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("dataset", ["features", "feature_maps"])
 def test_nan_in_the_store_is_refused_by_train_and_evaluate(tmp_path, data, dataset, capsys):
@@ -135,8 +188,19 @@ def test_nan_in_the_store_is_refused_by_train_and_evaluate(tmp_path, data, datas
     with pytest.raises(NonFiniteFeatures, match="synthetic/3"):
         evaluate(tsa, bad, ann, tmp_path / "e", voter_number=4, device="cpu", log=lambda line: None)
     if dataset == "features":  # F+R reads only the features; the voting command says it in one line
-        rc = evaluate_cli.main([str(fr), bad, str(tmp_path / "cli"), "--annotations", ann.folder,
-                                "--voter_number", "4", "--device", "cpu"])
+        rc = evaluate_cli.main(
+            [
+                str(fr),
+                bad,
+                str(tmp_path / "cli"),
+                "--annotations",
+                ann.folder,
+                "--voter_number",
+                "4",
+                "--device",
+                "cpu",
+            ]
+        )
         _one_line_error(capsys, rc, "nan.h5", "synthetic/3", "'features'")
         assert not (tmp_path / "cli" / "metrics.json").exists()
 
@@ -144,13 +208,31 @@ def test_nan_in_the_store_is_refused_by_train_and_evaluate(tmp_path, data, datas
 def test_a_diverging_loss_is_named_by_epoch_and_step(tmp_path, data):
     _, store, ann, _ = data
     with pytest.raises(TrainingDiverged, match=r"epoch 1/2, step \d/4: the loss became nan"):
-        train(store, ann, tmp_path / "d", method="TSA", max_epoch=2, bs_train=4, voter_number=2,
-              base_lr=1e8, **QUIET)
+        train(
+            store,
+            ann,
+            tmp_path / "d",
+            method="TSA",
+            max_epoch=2,
+            bs_train=4,
+            voter_number=2,
+            base_lr=1e8,
+            **QUIET,
+        )
     assert not (tmp_path / "d" / "last.pt").exists()  # no checkpoint of diverged weights
     # one step per epoch: the exploded weights show first in the test votes
     with pytest.raises(TrainingDiverged, match="epoch 1/2, step 1/1: the test votes became non-finite"):
-        train(store, ann, tmp_path / "v", method="F+R", max_epoch=2, bs_train=16, voter_number=2,
-              base_lr=1e20, **QUIET)
+        train(
+            store,
+            ann,
+            tmp_path / "v",
+            method="F+R",
+            max_epoch=2,
+            bs_train=16,
+            voter_number=2,
+            base_lr=1e20,
+            **QUIET,
+        )
     assert not (tmp_path / "v" / "last.pt").exists() and not (tmp_path / "v" / "best.pt").exists()
 
 
@@ -167,15 +249,24 @@ def test_non_finite_weights_do_not_give_a_silent_vote(tmp_path, data):
 
 # ---- provenance ------------------------------------------------------------------------------------
 
+
 def test_evaluate_refuses_a_store_of_another_i3d(tmp_path, data, capsys):
     root, store, ann, fr = data
     other = _copy_store(store, tmp_path / "other.h5", attrs={"weights_sha256": "0badc0ffee"})
     with pytest.raises(StoreMismatch, match="weights_sha256: checkpoint 'random-init', store '0badc0ffee'"):
         evaluate(fr, other, ann, tmp_path / "e", voter_number=2, device="cpu")
-    args = [str(fr), other, str(tmp_path / "cli"), "--annotations", ann.folder, "--voter_number", "2",
-            "--device", "cpu"]
-    _one_line_error(capsys, evaluate_cli.main(args), "--allow-store-mismatch", "0badc0ffee",
-                    "random-init")
+    args = [
+        str(fr),
+        other,
+        str(tmp_path / "cli"),
+        "--annotations",
+        ann.folder,
+        "--voter_number",
+        "2",
+        "--device",
+        "cpu",
+    ]
+    _one_line_error(capsys, evaluate_cli.main(args), "--allow-store-mismatch", "0badc0ffee", "random-init")
     assert evaluate_cli.main(args + ["--allow-store-mismatch"]) == 0
     check = json.loads((tmp_path / "cli" / "metrics.json").read_text())["store_check"]
     assert check["status"] == "mismatch-allowed" and "0badc0ffee" in check["differences"][0]
@@ -184,20 +275,26 @@ def test_evaluate_refuses_a_store_of_another_i3d(tmp_path, data, capsys):
     assert same.metrics["store_check"] == {"status": "match"}
     old = save_checkpoint(tmp_path / "old.pt", model_checkpoint(build_model("F+R"), epoch=0))
     lines = []
-    unrecorded = evaluate(old, other, ann, tmp_path / "old", voter_number=2, device="cpu",
-                          log=lines.append)
+    unrecorded = evaluate(old, other, ann, tmp_path / "old", voter_number=2, device="cpu", log=lines.append)
     assert unrecorded.metrics["store_check"] == {"status": "unrecorded"}
     assert any("does not record" in line for line in lines)
 
 
 def test_resume_checks_store_and_settings_and_applies_allowed_changes(tmp_path, data):
     _, store, ann, _ = data
-    kw = {"method": "F+R", "max_epoch": 2, "bs_train": 4, "voter_number": 2, "device": "cpu",
-          "progress": False}
+    kw = {
+        "method": "F+R",
+        "max_epoch": 2,
+        "bs_train": 4,
+        "voter_number": 2,
+        "device": "cpu",
+        "progress": False,
+    }
 
     def stop_after_first_epoch(line):
         if line.startswith("epoch 1/2"):
             raise KeyboardInterrupt
+
     with pytest.raises(KeyboardInterrupt):
         train(store, ann, tmp_path / "run", log=stop_after_first_epoch, **kw)
     ck = read_checkpoint(tmp_path / "run" / "last.pt")
@@ -209,14 +306,24 @@ def test_resume_checks_store_and_settings_and_applies_allowed_changes(tmp_path, 
         train(store, ann, tmp_path / "run", resume=True, base_lr=0.5, log=lambda line: None, **kw)
     assert read_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 0  # refused: untouched
     lines = []
-    train(other, ann, tmp_path / "run", resume=True, base_lr=0.5, allow_config_change=True,
-          allow_store_mismatch=True, log=lines.append, **kw)
+    train(
+        other,
+        ann,
+        tmp_path / "run",
+        resume=True,
+        base_lr=0.5,
+        allow_config_change=True,
+        allow_store_mismatch=True,
+        log=lines.append,
+        **kw,
+    )
     last = read_checkpoint(tmp_path / "run" / "last.pt")
     assert last["epoch"] == 1
     assert [g["lr"] for g in last["optimizer"]["param_groups"]] == [0.5]  # applied to Adam
     settings = json.loads((tmp_path / "run" / "train_summary.json").read_text())["settings"]
     assert settings["base_lr"] == 0.5 and settings["config_changes"] == [
-        {"epoch": 1, "base_lr": [0.001, 0.5]}]
+        {"epoch": 1, "base_lr": [0.001, 0.5]}
+    ]
     assert settings["store_check"]["status"] == "mismatch-allowed"
     assert any("base_lr 0.001 -> 0.5" in line for line in lines)
     assert any("warning" in line and "aspect" in line for line in lines)
@@ -224,12 +331,24 @@ def test_resume_checks_store_and_settings_and_applies_allowed_changes(tmp_path, 
 
 # ---- transitions and one-line errors --------------------------------------------------------------
 
+
 def test_oracle_transitions_are_refused_for_methods_without_them(tmp_path, data, capsys):
     _, store, ann, fr = data
     with pytest.raises(ConfigError, match="--transitions oracle.*F\\+R"):
         evaluate(fr, store, ann, tmp_path / "e", transitions="oracle", device="cpu")
-    rc = evaluate_cli.main([str(fr), store, str(tmp_path / "cli"), "--annotations", ann.folder,
-                            "--transitions", "oracle", "--device", "cpu"])
+    rc = evaluate_cli.main(
+        [
+            str(fr),
+            store,
+            str(tmp_path / "cli"),
+            "--annotations",
+            ann.folder,
+            "--transitions",
+            "oracle",
+            "--device",
+            "cpu",
+        ]
+    )
     _one_line_error(capsys, rc, "--transitions oracle", "F+R")
     assert not (tmp_path / "cli" / "metrics.json").exists()
 
@@ -268,13 +387,21 @@ def test_train_and_evaluate_errors_are_one_line_with_exit_status_2(tmp_path, dat
     rc = train_cli.main([small, out, "--annotations", ann.folder, "--device", "cpu", "--no-progress"])
     _one_line_error(capsys, rc, "not in feature store")
     ev = [str(fr), store, out, "--device", "cpu", "--voter_number", "2"]
-    for extra, words in [(["--annotations", unsafe], ["refusing"]),
-                         (["--annotations", ann.folder, "--config", str(tmp_path / "x.yaml")], ["x.yaml"])]:
+    for extra, words in [
+        (["--annotations", unsafe], ["refusing"]),
+        (["--annotations", ann.folder, "--config", str(tmp_path / "x.yaml")], ["x.yaml"]),
+    ]:
         _one_line_error(capsys, evaluate_cli.main(ev + extra), *words)
-    _one_line_error(capsys, evaluate_cli.main([str(tmp_path / "none.pt")] + ev[1:] + ["--annotations", ann.folder]),
-                    "none.pt")
-    _one_line_error(capsys, evaluate_cli.main([str(fr), small, out, "--annotations", ann.folder,
-                                               "--device", "cpu"]), "not in feature store")
+    _one_line_error(
+        capsys,
+        evaluate_cli.main([str(tmp_path / "none.pt")] + ev[1:] + ["--annotations", ann.folder]),
+        "none.pt",
+    )
+    _one_line_error(
+        capsys,
+        evaluate_cli.main([str(fr), small, out, "--annotations", ann.folder, "--device", "cpu"]),
+        "not in feature store",
+    )
     with pytest.raises(ConfigError):  # --debug shows the error itself
         evaluate_cli.main(ev + ["--annotations", ann.folder, "--seed", "-1", "--debug"])
     with pytest.raises(SystemExit) as exit_:  # argparse: a bad choice is a usage error too
@@ -285,8 +412,16 @@ def test_train_and_evaluate_errors_are_one_line_with_exit_status_2(tmp_path, dat
 def test_eval_store_of_another_i3d_is_refused_or_recorded(tmp_path, data):
     _, store, ann, _ = data
     other = _copy_store(store, tmp_path / "other.h5", attrs={"weights_sha256": "0badc0ffee"})
-    kw = {"method": "F+R", "max_epoch": 1, "bs_train": 4, "voter_number": 2, "device": "cpu",
-          "progress": False, "eval_store": other, "log": lambda line: None}
+    kw = {
+        "method": "F+R",
+        "max_epoch": 1,
+        "bs_train": 4,
+        "voter_number": 2,
+        "device": "cpu",
+        "progress": False,
+        "eval_store": other,
+        "log": lambda line: None,
+    }
     with pytest.raises(StoreMismatch, match="--eval-store .*0badc0ffee"):
         train(store, ann, tmp_path / "refused", **kw)
     res = train(store, ann, tmp_path / "allowed", allow_store_mismatch=True, **kw)

@@ -1,16 +1,17 @@
 """Training checkpoints: --resume on the CPU with a fixed seed ends bitwise where an
 uninterrupted run ends; the CLI reads the reference YAML and documents every option."""
+
 import json
 
 import pytest
 import torch
 from conftest import undocumented_arguments
 
-from fdperf.train import __main__ as train_cli
 from fdperf.cli import CONFIG_OPTIONS
+from fdperf.synthetic.features import make_synthetic_features
+from fdperf.train import __main__ as train_cli
 from fdperf.train import train
 from fdperf.tsa.checkpoint import read_checkpoint
-from fdperf.synthetic.features import make_synthetic_features
 
 REFERENCE_YAML = """# basic
 bs_train : 4
@@ -50,13 +51,22 @@ class Interrupt(Exception):
 
 def test_resume_equals_uninterrupted(tmp_path, tiny):
     store, ann = tiny
-    kw = dict(method="TSA", max_epoch=3, bs_train=4, voter_number=3, seed=5, device="cpu",
-              progress=False, prob_tas_threshold=0.34)
+    kw = dict(
+        method="TSA",
+        max_epoch=3,
+        bs_train=4,
+        voter_number=3,
+        seed=5,
+        device="cpu",
+        progress=False,
+        prob_tas_threshold=0.34,
+    )
     full = train(store, ann, tmp_path / "full", log=lambda line: None, **kw)
 
     def crash_after_first_epoch(line):
         if line.startswith("epoch 1/3"):
             raise Interrupt
+
     with pytest.raises(Interrupt):
         train(store, ann, tmp_path / "cut", log=crash_after_first_epoch, **kw)
     assert read_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 0
@@ -79,11 +89,30 @@ def test_resume_equals_uninterrupted(tmp_path, tiny):
 
 def test_resume_refuses_another_method(tmp_path, tiny):
     store, ann = tiny
-    train(store, ann, tmp_path / "run", method="F+R", max_epoch=1, bs_train=4, voter_number=3,
-          device="cpu", progress=False, log=lambda line: None)
+    train(
+        store,
+        ann,
+        tmp_path / "run",
+        method="F+R",
+        max_epoch=1,
+        bs_train=4,
+        voter_number=3,
+        device="cpu",
+        progress=False,
+        log=lambda line: None,
+    )
     with pytest.raises(ValueError, match="F\\+R"):
-        train(store, ann, tmp_path / "run", method="TSA", max_epoch=2, resume=True, device="cpu",
-              progress=False, log=lambda line: None)
+        train(
+            store,
+            ann,
+            tmp_path / "run",
+            method="TSA",
+            max_epoch=2,
+            resume=True,
+            device="cpu",
+            progress=False,
+            log=lambda line: None,
+        )
     with pytest.raises(FileNotFoundError, match="resume"):
         train(store, ann, tmp_path / "none", method="TSA", resume=True, device="cpu", progress=False)
 
@@ -92,9 +121,23 @@ def test_cli_reads_the_reference_yaml_and_overrides_it(tmp_path, tiny, capsys):
     store, ann = tiny
     cfg = tmp_path / "FineDiving_TSA.yaml"
     cfg.write_text(REFERENCE_YAML)
-    rc = train_cli.main([str(store), str(tmp_path / "out"), "--annotations", ann.folder,
-                         "--config", str(cfg), "--max_epoch", "1", "--method", "F+S+R",
-                         "--no-progress", "--device", "cpu"])
+    rc = train_cli.main(
+        [
+            str(store),
+            str(tmp_path / "out"),
+            "--annotations",
+            ann.folder,
+            "--config",
+            str(cfg),
+            "--max_epoch",
+            "1",
+            "--method",
+            "F+S+R",
+            "--no-progress",
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     summary = json.loads((tmp_path / "out" / "train_summary.json").read_text())
@@ -111,8 +154,18 @@ def test_cli_help_documents_every_option(capsys):
     text = capsys.readouterr().out
     for key in CONFIG_OPTIONS:
         assert f"--{key}" in text
-    for opt in ("--config", "--method", "--annotations", "--resume", "--amp", "--layout",
-                "--eval-every", "--device", "--no-cuda-graph", "--policy"):
+    for opt in (
+        "--config",
+        "--method",
+        "--annotations",
+        "--resume",
+        "--amp",
+        "--layout",
+        "--eval-every",
+        "--device",
+        "--no-cuda-graph",
+        "--policy",
+    ):
         assert opt in text
     assert undocumented_arguments(text) == []
     assert "store" in text and "out" in text  # the positionals are listed (and described)
@@ -120,6 +173,7 @@ def test_cli_help_documents_every_option(capsys):
 
 def test_undocumented_arguments_are_found():
     import argparse
+
     p = argparse.ArgumentParser(prog="x")
     p.add_argument("folder")
     p.add_argument("--quiet", action="store_true")
@@ -130,8 +184,19 @@ def test_undocumented_arguments_are_found():
 
 def test_bf16_autocast_trains(tmp_path, tiny):
     store, ann = tiny
-    res = train(store, ann, tmp_path / "amp", method="TSA", max_epoch=1, bs_train=4, voter_number=3,
-                device="cpu", amp=True, progress=False, log=lambda line: None)
+    res = train(
+        store,
+        ann,
+        tmp_path / "amp",
+        method="TSA",
+        max_epoch=1,
+        bs_train=4,
+        voter_number=3,
+        device="cpu",
+        amp=True,
+        progress=False,
+        log=lambda line: None,
+    )
     assert res.history[0]["loss"] > 0 and res.step_mode == "eager"
     assert -1.0 <= res.last["rho"] <= 1.0
 
@@ -142,8 +207,15 @@ def test_multi_view_store_trains_on_drawn_views_and_evaluates_on_eval_store(tmp_
     try:
         aug, ann = make_synthetic_features(tmp_path / "aug", n_train=16, n_test=8, seed=3, views=3)
         plain, _ = make_synthetic_features(tmp_path / "plain", n_train=16, n_test=8, seed=3)
-        kw = dict(method="TSA", max_epoch=1, bs_train=4, voter_number=3, device="cpu",
-                  progress=False, log=lambda line: None)
+        kw = dict(
+            method="TSA",
+            max_epoch=1,
+            bs_train=4,
+            voter_number=3,
+            device="cpu",
+            progress=False,
+            log=lambda line: None,
+        )
         with_eval = train(aug, ann, tmp_path / "a", eval_store=plain, **kw)
         assert with_eval.history[0]["loss"] > 0
         summary = json.loads(with_eval.summary_path.read_text())["settings"]

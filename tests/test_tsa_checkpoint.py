@@ -1,5 +1,6 @@
 """Checkpoints: the reference `last.pth` format round-trips into fdperf's model (module.
 prefixes, numpy scalars, I3D weights exposed); corrupt, truncated or unsafe files fail clearly."""
+
 import io
 import pickle
 import zipfile
@@ -10,9 +11,15 @@ import torch
 
 from fdperf.errors import UserError
 from fdperf.tsa import TSA, build_model
-from fdperf.tsa.checkpoint import (CheckpointError, export_reference_checkpoint,
-                                   import_reference_checkpoint, load_model, model_checkpoint,
-                                   read_checkpoint, save_checkpoint)
+from fdperf.tsa.checkpoint import (
+    CheckpointError,
+    export_reference_checkpoint,
+    import_reference_checkpoint,
+    load_model,
+    model_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
 
 
 def _model(layout="reference"):
@@ -34,10 +41,11 @@ def _deltas(model):
 
 def test_reference_checkpoint_round_trip(tmp_path):
     model = _model()
-    i3d = {"conv3d_1a_7x7.conv3d.weight": torch.randn(64, 3, 7, 7, 7),
-           "mixed_4f.branch_1.1.batch3d.running_var": torch.rand(160)}
-    path = export_reference_checkpoint(model, tmp_path / "last.pth", i3d_state=i3d, epoch=199,
-                                       rho_best=0.92)
+    i3d = {
+        "conv3d_1a_7x7.conv3d.weight": torch.randn(64, 3, 7, 7, 7),
+        "mixed_4f.branch_1.1.batch3d.running_var": torch.rand(160),
+    }
+    path = export_reference_checkpoint(model, tmp_path / "last.pth", i3d_state=i3d, epoch=199, rho_best=0.92)
     raw = torch.load(path, weights_only=True)
     assert all(k.startswith("module.") for k in raw["psnet_model"])
     assert "module.backbone.conv3d_1a_7x7.conv3d.weight" in raw["base_model"]
@@ -53,12 +61,18 @@ def test_reference_file_as_the_published_code_writes_it(tmp_path):
     """Plain state dicts with module. prefixes, numpy float64 metrics, an optimizer state."""
     model = _model()
     pre = lambda sd: {"module." + k: v for k, v in sd.items()}  # noqa: E731
-    obj = {"base_model": {}, "psnet_model": pre(model.psnet.state_dict()),
-           "decoder": pre(model.decoder.state_dict()),
-           "regressor_delta": pre(model.regressor.state_dict()),
-           "optimizer": torch.optim.Adam(model.parameters()).state_dict(), "epoch": 10,
-           "epoch_best_aqa": 7, "rho_best": np.float64(0.91), "L2_min": np.float64(40.2),
-           "RL2_min": np.float64(0.35)}
+    obj = {
+        "base_model": {},
+        "psnet_model": pre(model.psnet.state_dict()),
+        "decoder": pre(model.decoder.state_dict()),
+        "regressor_delta": pre(model.regressor.state_dict()),
+        "optimizer": torch.optim.Adam(model.parameters()).state_dict(),
+        "epoch": 10,
+        "epoch_best_aqa": 7,
+        "rho_best": np.float64(0.91),
+        "L2_min": np.float64(40.2),
+        "RL2_min": np.float64(0.35),
+    }
     torch.save(obj, tmp_path / "last.pth")
     loaded, ckpt = load_model(tmp_path / "last.pth")
     assert ckpt["format"] == "reference" and loaded.layout == "reference"
@@ -70,13 +84,19 @@ def test_reference_file_as_the_published_code_writes_it(tmp_path):
 def test_reference_file_pickled_under_numpy_1(tmp_path):
     """The published checkpoints were pickled with numpy 1, whose scalars live in numpy.core."""
     model = _model()
-    obj = {"psnet_model": model.psnet.state_dict(), "decoder": model.decoder.state_dict(),
-           "regressor_delta": model.regressor.state_dict(), "rho_best": np.float64(0.9)}
+    obj = {
+        "psnet_model": model.psnet.state_dict(),
+        "decoder": model.decoder.state_dict(),
+        "regressor_delta": model.regressor.state_dict(),
+        "rho_best": np.float64(0.9),
+    }
     buf = io.BytesIO()
     torch.save(obj, buf)
     out = io.BytesIO()
-    with zipfile.ZipFile(io.BytesIO(buf.getvalue())) as zin, \
-            zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zout:
+    with (
+        zipfile.ZipFile(io.BytesIO(buf.getvalue())) as zin,
+        zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zout,
+    ):
         for info in zin.infolist():
             data = zin.read(info.filename)
             if info.filename.endswith("data.pkl"):
@@ -117,6 +137,7 @@ def test_corrupt_truncated_and_unsafe_files_fail_clearly(tmp_path):
     class Evil:
         def __reduce__(self):
             return (print, ("unpickled code ran",))
+
     torch.save({"model": Evil()}, tmp_path / "evil.pt")
     with pytest.raises(CheckpointError, match="weights_only"):
         read_checkpoint(tmp_path / "evil.pt")

@@ -1,5 +1,6 @@
 """Ordered transition decoding against a brute-force oracle; the decode option of the models;
 what each decoder can represent on the real FineDiving labels."""
+
 import itertools
 import os
 
@@ -62,13 +63,13 @@ def test_log_of_zero_probabilities():
     probs = torch.zeros(2, 20, 2)
     # the peaks in the wrong order: one peak and a zero either way, an exact tie -> earliest
     probs[0, 15, 0] = probs[0, 5, 1] = 0.9
-    probs[1, 0, 0] = probs[1, 19, 1] = 0.9   # t1 = 0 is not allowed (min_index 1)
+    probs[1, 0, 0] = probs[1, 19, 1] = 0.9  # t1 = 0 is not allowed (min_index 1)
     assert decode_transitions(probs, "ordered").tolist() == [[1, 5], [1, 19]]
 
 
 def test_ordered_places_a_late_dive_the_window_cannot():
     probs = torch.full((1, 96, 2), 0.01)
-    probs[0, 60, 0], probs[0, 80, 1] = 0.9, 0.9        # flight starts late: t1 in the second half
+    probs[0, 60, 0], probs[0, 80, 1] = 0.9, 0.9  # flight starts late: t1 in the second half
     assert decode_transitions(probs, "ordered").tolist() == [[60, 80]]
     assert decode_transitions(probs, "window").tolist()[0][0] < 48
     assert torch.equal(decode_transitions(probs, "window"), window_argmax(probs))
@@ -103,7 +104,7 @@ def test_models_store_and_use_the_decoding():
         assert model.config()["decode"] == "ordered"
         assert build_model(method, **model.config()).decode == "ordered"
         assert build_model(method).decode == "window"
-        assert "decode" not in build_model(method).config()   # older checkpoints' exact config
+        assert "decode" not in build_model(method).config()  # older checkpoints' exact config
     with pytest.raises(ValueError, match="unknown transition decoding"):
         build_model("TSA", decode="viterbi")
 
@@ -114,10 +115,13 @@ def test_representable():
     assert representable(b, "ordered").tolist() == [True, True, True, False, False]
 
 
-@pytest.mark.skipif(not os.environ.get("FDPERF_ANNOTATIONS"),
-                    reason="set FDPERF_ANNOTATIONS to the FineDiving Annotations folder")
+@pytest.mark.skipif(
+    not os.environ.get("FDPERF_ANNOTATIONS"),
+    reason="set FDPERF_ANNOTATIONS to the FineDiving Annotations folder",
+)
 def test_real_annotations_shares():
     from fdperf.data import load_annotations
+
     ann = load_annotations(os.environ["FDPERF_ANNOTATIONS"])
     t = np.stack([s.transitions for s in ann.samples.values()])
     assert len(t) == 3000

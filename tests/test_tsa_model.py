@@ -2,15 +2,16 @@
 reference's style (tests/reference_tsa.py: per-sample loops, boundaries read on the host,
 F.interpolate per segment, one decoder call per step, PSNet rerun per pair), with the same
 weights, for both layouts."""
+
 import copy
 
 import pytest
 import torch
 from reference_tsa import FIX, ReferenceTSA
 
-from fdperf.tsa import TSA, build_model, pair_loss
 from fdperf.evaluate import vote
 from fdperf.features.videoset import VideoSet
+from fdperf.tsa import TSA, build_model, pair_loss
 
 HW = 4
 
@@ -22,8 +23,9 @@ def ref_vote(model, feats, maps, y, queries, exemplar_lists):
     ref = ReferenceTSA(model)
     scores, trans = [], []
     for qi, exs in zip(queries, exemplar_lists):
-        score, t = ref.vote_one(feats[qi:qi + 1], maps[qi:qi + 1],
-                                [(feats[e:e + 1], maps[e:e + 1], y[e]) for e in exs])
+        score, t = ref.vote_one(
+            feats[qi : qi + 1], maps[qi : qi + 1], [(feats[e : e + 1], maps[e : e + 1], y[e]) for e in exs]
+        )
         scores.append(score)
         trans.append(t)
     return torch.stack(scores), torch.stack(trans)
@@ -87,7 +89,8 @@ def test_training_forward_and_gradients_match_reference_style(layout, use_gt):
     def reference(m, dtype):
         f, mp, yy = feats.to(dtype), maps.to(dtype), y.to(dtype)
         ref_loss, ref_delta, _, pred = ReferenceTSA(m).train_loss(
-            f[:n], mp[:n], f[n:], mp[n:], yy[:n], yy[n:], gt[:n], gt[n:], use_gt)
+            f[:n], mp[:n], f[n:], mp[n:], yy[:n], yy[n:], gt[:n], gt[n:], use_gt
+        )
         ref_loss.backward()
         return ref_delta, pred, ref_loss, {k: p.grad.double() for k, p in m.named_parameters()}
 
@@ -137,8 +140,9 @@ def test_more_transitions():
     assert model.step_deltas(cache, cache, torch.arange(2), torch.tensor([1, 0])).shape == (2, 4)
 
 
-@pytest.mark.parametrize("method,steps", [("F+R", 1), ("F+R*", 1), ("F+R#", 1), ("F+S+R", 3),
-                                          ("TSA-oracle", 3)])
+@pytest.mark.parametrize(
+    "method,steps", [("F+R", 1), ("F+R*", 1), ("F+R#", 1), ("F+S+R", 3), ("TSA-oracle", 3)]
+)
 def test_baselines_score_pairs(method, steps):
     torch.manual_seed(0)
     model = build_model(method, **({"num_dive_numbers": 3} if method == "F+R#" else {}))

@@ -1,4 +1,5 @@
 """Decoding: DALI JPEG and VP9/MJPEG on the CPU, PyAV for H.264, frame selection, bad inputs."""
+
 import io
 import os
 
@@ -8,9 +9,19 @@ import pytest
 import torch
 from PIL import Image
 
-from fdperf.video import (DaliVideoDecoder, DecodeError, JpegDecoder, SourceError, VideoError,
-                          VideoFile, decode_frames, folder_frame_indices, frame_folder, probe,
-                          video_frame_indices)
+from fdperf.video import (
+    DaliVideoDecoder,
+    DecodeError,
+    JpegDecoder,
+    SourceError,
+    VideoError,
+    VideoFile,
+    decode_frames,
+    folder_frame_indices,
+    frame_folder,
+    probe,
+    video_frame_indices,
+)
 
 LEVEL = 6  # frame i is a flat grey of value LEVEL * i: the decoded brightness names the frame
 
@@ -41,9 +52,11 @@ def _jpeg(h, w, seed):
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     d = tmp_path_factory.mktemp("clips")
-    return {"vp9": _write_video(d / "a.webm", "libvpx-vp9"),
-            "mjpeg": _write_video(d / "a.avi", "mjpeg", pix_fmt="yuvj420p"),
-            "h264": _write_video(d / "a.mp4", "libx264")}
+    return {
+        "vp9": _write_video(d / "a.webm", "libvpx-vp9"),
+        "mjpeg": _write_video(d / "a.avi", "mjpeg", pix_fmt="yuvj420p"),
+        "h264": _write_video(d / "a.mp4", "libx264"),
+    }
 
 
 @pytest.mark.parametrize("codec", ["vp9", "mjpeg"])
@@ -80,8 +93,8 @@ def test_truncated_video_is_an_error(clips, tmp_path):
 def test_jpeg_batches_and_bad_frame_isolation():
     dec = JpegDecoder("cpu", max_frames=8)
     a = [_jpeg(24, 40, s) for s in range(3)]
-    b = [_jpeg(30, 20, s) for s in range(2)]   # another frame size in the same batch
-    bad = [a[0], a[1][: len(a[1]) // 2]]       # a truncated JPEG
+    b = [_jpeg(30, 20, s) for s in range(2)]  # another frame size in the same batch
+    bad = [a[0], a[1][: len(a[1]) // 2]]  # a truncated JPEG
     out = dec.decode([a, bad, b])
     assert out[0].shape == (3, 24, 40, 3) and out[2].shape == (2, 30, 20, 3)
     assert isinstance(out[1], DecodeError)
@@ -119,8 +132,9 @@ def test_untrimmed_bounds():
 
 def test_deep_instances_seek_and_match_sequential_decoding(tmp_path):
     from fdperf.video import pyav_decode
+
     path = str(tmp_path / "long.mp4")
-    with av.open(path, "w") as c:   # 600 frames, a key frame every 50: an "untrimmed" video
+    with av.open(path, "w") as c:  # 600 frames, a key frame every 50: an "untrimmed" video
         s = c.add_stream("libx264", rate=30)
         s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
         s.codec_context.gop_size = 50
@@ -133,7 +147,7 @@ def test_deep_instances_seek_and_match_sequential_decoding(tmp_path):
             c.mux(pkt)
     idx = np.linspace(300, 590, 96).astype(int)
     assert idx.min() >= pyav_decode.SEEK_MIN_FRAMES
-    assert pyav_decode._decode_seeking(path, set(idx.tolist())) is not None   # the seek path ran
+    assert pyav_decode._decode_seeking(path, set(idx.tolist())) is not None  # the seek path ran
     sequential = pyav_decode._decode_from_start(path, set(idx.tolist()))
     np.testing.assert_array_equal(decode_frames(path, idx), np.stack([sequential[i] for i in idx]))
     with pytest.raises(VideoError, match="ends before frame 600"):
@@ -142,9 +156,10 @@ def test_deep_instances_seek_and_match_sequential_decoding(tmp_path):
 
 def test_parallel_decoders_keep_batch_order():
     from fdperf.video import ParallelDecoder
+
     pool = ParallelDecoder(lambda: JpegDecoder("cpu", max_frames=4), 2)
     try:
-        batches = [[[_jpeg(16 + 8 * b, 24, b)]] for b in range(5)]   # frame height names the batch
+        batches = [[[_jpeg(16 + 8 * b, 24, b)]] for b in range(5)]  # frame height names the batch
         futures = [pool.submit(b) for b in batches]
         heights = [f.result()[0].shape[1] for f in futures]
     finally:

@@ -1,4 +1,5 @@
 """Preprocessing parity: the gather pipeline equals PIL NEAREST + crop + torchvision-style normalise."""
+
 import io
 
 import numpy as np
@@ -6,8 +7,18 @@ import pytest
 import torch
 from PIL import Image
 
-from fdperf.video import (MEAN, STD, JpegDecoder, gather_normalize, pil_nearest_tables, plan_aspect,
-                          plan_for, plan_reference, snippet_starts, to_snippets)
+from fdperf.video import (
+    MEAN,
+    STD,
+    JpegDecoder,
+    gather_normalize,
+    pil_nearest_tables,
+    plan_aspect,
+    plan_for,
+    plan_reference,
+    snippet_starts,
+    to_snippets,
+)
 
 
 def _reference_frame(img: Image.Image, top=44, left=0, flip=False) -> torch.Tensor:
@@ -80,7 +91,7 @@ def test_aspect_mode_keeps_the_aspect():
     img = Image.open(io.BytesIO(_jpeg(256, 455, 4))).convert("RGB")
     plan = plan_aspect(256, 455)
     assert len(plan.rows) == len(plan.cols) == 112
-    ref = img.resize((int(112 * 455 / 256), 112), Image.NEAREST)   # 199 x 112
+    ref = img.resize((int(112 * 455 / 256), 112), Image.NEAREST)  # 199 x 112
     left = int(round((ref.width - 112) / 2))
     expect = np.asarray(ref.crop((left, 0, left + 112, 112)))
     got = np.asarray(img)[plan.rows][:, plan.cols]

@@ -1,6 +1,7 @@
 """Voting and `python -m fdperf.evaluate`: metrics JSON, the predictions CSV (every column of
 `PREDICTION_COLUMNS` checked against the votes and annotations), exemplar policies, batched
 decoding equal to one launch, baselines without segmentation."""
+
 import csv
 import json
 
@@ -39,8 +40,7 @@ def _floats(text):
 
 def test_prediction_columns_constant():
     assert PREDICTION_COLUMNS == prediction_columns(2) and len(PREDICTION_COLUMNS) == 18
-    assert PREDICTION_COLUMNS[:6] == ("key", "dive_number", "difficulty", "true_score",
-                                      "pred_score", "error")
+    assert PREDICTION_COLUMNS[:6] == ("key", "dive_number", "difficulty", "true_score", "pred_score", "error")
     three = prediction_columns(3)
     assert "true_t3" in three and "pred_t3" in three and three[-1] == "step4_deltas"
     assert len(set(PREDICTION_COLUMNS)) == len(PREDICTION_COLUMNS)
@@ -58,8 +58,19 @@ def test_metrics_and_predictions_csv(data):
     root, store, ann, tsa, _ = data
     res = evaluate(tsa, store, ann, root / "ev", voter_number=4, device="cpu")
     m = json.loads(res.metrics_path.read_text())
-    for key in ("rho", "rl2", "l2", "aiou50", "aiou75", "voter_number", "policy", "transitions",
-                "method", "checkpoint_epoch", "num_pairs"):
+    for key in (
+        "rho",
+        "rl2",
+        "l2",
+        "aiou50",
+        "aiou75",
+        "voter_number",
+        "policy",
+        "transitions",
+        "method",
+        "checkpoint_epoch",
+        "num_pairs",
+    ):
         assert key in m, key
     assert m["voter_number"] == 4 and m["checkpoint_epoch"] == 4 and m["transitions"] == "predicted"
     with open(res.predictions_path, newline="") as f:
@@ -119,8 +130,19 @@ def test_other_policies(data, policy):
 
 def test_baseline_without_segmentation_and_cli(data, capsys):
     root, store, ann, _, fr = data
-    rc = evaluate_cli.main([str(fr), str(store), str(root / "fr"), "--annotations", ann.folder,
-                            "--voter_number", "3", "--device", "cpu"])
+    rc = evaluate_cli.main(
+        [
+            str(fr),
+            str(store),
+            str(root / "fr"),
+            "--annotations",
+            ann.folder,
+            "--voter_number",
+            "3",
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0
     m = json.loads(capsys.readouterr().out)
     assert m["method"] == "F+R" and "aiou50" not in m
@@ -132,8 +154,18 @@ def test_baseline_without_segmentation_and_cli(data, capsys):
     with pytest.raises(SystemExit):
         evaluate_cli.main(["--help"])
     text = capsys.readouterr().out
-    for opt in ("--voter_number", "--policy", "--transitions", "--layout", "--batch-pairs",
-                "--config", "--seed", "--action_number_choosing", "--random_choosing", "--split"):
+    for opt in (
+        "--voter_number",
+        "--policy",
+        "--transitions",
+        "--layout",
+        "--batch-pairs",
+        "--config",
+        "--seed",
+        "--action_number_choosing",
+        "--random_choosing",
+        "--split",
+    ):
         assert opt in text
     assert all(a.help for a in evaluate_cli.build_parser()._actions)
 

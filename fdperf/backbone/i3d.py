@@ -11,6 +11,7 @@ time and space) and the feature map (Mixed_5c averaged over time, [1024, 4, 4] a
 `fuse_for_inference` folds batch norm into the convolutions and merges each Mixed block's three
 1x1 convolutions into one, which is what extraction runs.
 """
+
 from __future__ import annotations
 
 import copy
@@ -53,8 +54,16 @@ def _split_padding(pad: tuple[int, ...]) -> tuple[tuple[int, ...] | None, tuple[
 class Unit3D(nn.Module):
     """Conv3d (no bias) + BatchNorm3d + ReLU; the logits unit has a bias and neither of the others."""
 
-    def __init__(self, in_ch: int, out_ch: int, kernel=(1, 1, 1), stride=(1, 1, 1),
-                 bn: bool = True, relu: bool = True, bias: bool = False):
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel=(1, 1, 1),
+        stride=(1, 1, 1),
+        bn: bool = True,
+        relu: bool = True,
+        bias: bool = False,
+    ):
         super().__init__()
         self.pre_pad, conv_pad = _split_padding(same_padding(kernel, stride))
         self.conv3d = nn.Conv3d(in_ch, out_ch, kernel, stride=stride, padding=conv_pad, bias=bias)
@@ -111,10 +120,24 @@ class I3D(nn.Module):
         # Kinetics logits: part of the weights file, unused for features.
         self.conv3d_0c_1x1 = Unit3D(FEATURE_DIM, num_classes, bn=False, relu=False, bias=True)
 
-    _TRUNK = ("conv3d_1a_7x7", "maxPool3d_2a_3x3", "conv3d_2b_1x1", "conv3d_2c_3x3",
-              "maxPool3d_3a_3x3", "mixed_3b", "mixed_3c", "maxPool3d_4a_3x3", "mixed_4b",
-              "mixed_4c", "mixed_4d", "mixed_4e", "mixed_4f", "maxPool3d_5a_2x2", "mixed_5b",
-              "mixed_5c")
+    _TRUNK = (
+        "conv3d_1a_7x7",
+        "maxPool3d_2a_3x3",
+        "conv3d_2b_1x1",
+        "conv3d_2c_3x3",
+        "maxPool3d_3a_3x3",
+        "mixed_3b",
+        "mixed_3c",
+        "maxPool3d_4a_3x3",
+        "mixed_4b",
+        "mixed_4c",
+        "mixed_4d",
+        "mixed_4e",
+        "mixed_4f",
+        "maxPool3d_5a_2x2",
+        "mixed_5b",
+        "mixed_5c",
+    )
 
     def mixed_5c_output(self, x: torch.Tensor) -> torch.Tensor:
         """[B, 3, T, H, W] -> Mixed_5c [B, 1024, T/8, H/32, W/32]."""
@@ -134,6 +157,7 @@ class I3D(nn.Module):
 
 
 # ---- inference fusion -------------------------------------------------------------------------
+
 
 class _FusedConv(nn.Module):
     """Conv3d with batch norm folded in (bias), then ReLU."""
@@ -169,8 +193,9 @@ class _FusedMixed(nn.Module):
         super().__init__()
         parts = [_fold(m.branch_0), _fold(m.branch_1[0]), _fold(m.branch_2[0])]
         self.splits = [p[0].shape[0] for p in parts]
-        self.entry = _FusedConv(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]),
-                                (1, 1, 1), None, (0, 0, 0))
+        self.entry = _FusedConv(
+            torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), (1, 1, 1), None, (0, 0, 0)
+        )
         self.conv_1 = _fused(m.branch_1[1])
         self.conv_2 = _fused(m.branch_2[1])
         self.pool_3 = m.branch_3[0]

@@ -1,4 +1,5 @@
 """Strict loading of I3D weights: `model_rgb.pth` or the I3D part of a reference TSA checkpoint."""
+
 from __future__ import annotations
 
 import hashlib
@@ -42,17 +43,23 @@ def _i3d_state(obj, path: str) -> dict:
         if not isinstance(k, str) or not torch.is_tensor(v):
             raise WeightsError(f"{path}: entry {k!r} is not a named tensor; not an I3D state dict")
         for p in prefixes:
-            k = k[len(p):] if k.startswith(p) else k
+            k = k[len(p) :] if k.startswith(p) else k
         state[k] = v
     return state
 
 
 def _numpy_scalar_globals():
     import numpy as np
+
     scalar = np._core.multiarray.scalar
-    return [(scalar, "numpy.core.multiarray.scalar"), (scalar, "numpy._core.multiarray.scalar"),
-            np.dtype, type(np.dtype(np.float64)), type(np.dtype(np.float32)),
-            type(np.dtype(np.int64))]
+    return [
+        (scalar, "numpy.core.multiarray.scalar"),
+        (scalar, "numpy._core.multiarray.scalar"),
+        np.dtype,
+        type(np.dtype(np.float64)),
+        type(np.dtype(np.float32)),
+        type(np.dtype(np.int64)),
+    ]
 
 
 def _listing(names: list[str], limit: int = 8) -> str:
@@ -69,8 +76,11 @@ def load_state_strict(model: I3D, state: dict, source: str) -> None:
     own = model.state_dict()
     missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in own]
-    mismatched = [f"{k} (file {tuple(state[k].shape)}, model {tuple(own[k].shape)})"
-                  for k in own if k in state and state[k].shape != own[k].shape]
+    mismatched = [
+        f"{k} (file {tuple(state[k].shape)}, model {tuple(own[k].shape)})"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
     problems = []
     if missing:
         problems.append(f"missing keys: {_listing(missing)}")
@@ -79,8 +89,7 @@ def load_state_strict(model: I3D, state: dict, source: str) -> None:
     if mismatched:
         problems.append(f"shape mismatches: {_listing(mismatched)}")
     if problems:
-        raise WeightsError(f"{source} does not match the I3D model_rgb.pth layout; "
-                           + "; ".join(problems))
+        raise WeightsError(f"{source} does not match the I3D model_rgb.pth layout; " + "; ".join(problems))
     full = {k: state.get(k, own[k]) for k in own}
     model.load_state_dict(full, strict=True)
 
@@ -101,8 +110,9 @@ def random_i3d(seed: int = 0) -> I3D:
     return model
 
 
-def load_i3d(weights: str | os.PathLike | None = None, *, random_init: bool = False,
-             seed: int = 0) -> tuple[I3D, str]:
+def load_i3d(
+    weights: str | os.PathLike | None = None, *, random_init: bool = False, seed: int = 0
+) -> tuple[I3D, str]:
     """An eval-mode I3D and the sha256 of its weights file (or "random-init").
 
     Without `weights` this refuses unless `random_init` is set: the reference quietly trains
@@ -110,8 +120,10 @@ def load_i3d(weights: str | os.PathLike | None = None, *, random_init: bool = Fa
     """
     if weights is None:
         if not random_init:
-            raise WeightsError("no I3D weights given: pass the model_rgb.pth file (or a TSA "
-                               "checkpoint), or ask for random weights explicitly (random_init)")
+            raise WeightsError(
+                "no I3D weights given: pass the model_rgb.pth file (or a TSA "
+                "checkpoint), or ask for random weights explicitly (random_init)"
+            )
         return random_i3d(seed).eval(), RANDOM_INIT
     path = os.fspath(weights)
     if not os.path.isfile(path):

@@ -1,4 +1,5 @@
 """FineDiving annotations: safe loading, typed per-sample records and the train/test split."""
+
 from __future__ import annotations
 
 import os
@@ -42,13 +43,14 @@ def key_from_str(text: str) -> Key:
 @dataclass(frozen=True, eq=False)
 class Sample:
     """One dive instance. Transition fields are in the 96-sampled-frame index space."""
+
     key: Key
     dive_number: str
     score: float
     difficulty: float
-    frame_labels: np.ndarray          # sub-action type of every frame of the trimmed instance
-    transit_frames: np.ndarray        # the file's steps_transit_frames (original frame space)
-    sub_action_names: dict            # type id -> name, for the types this dive uses
+    frame_labels: np.ndarray  # sub-action type of every frame of the trimmed instance
+    transit_frames: np.ndarray  # the file's steps_transit_frames (original frame space)
+    sub_action_names: dict  # type id -> name, for the types this dive uses
     judge_scores: tuple | None = None  # from the coarse file, when the key matches there
     num_transitions: int = 2
     sampled_indices: np.ndarray = field(init=False)
@@ -77,8 +79,9 @@ class Sample:
 class Annotations:
     """All samples of a FineDiving-style Annotations/ folder, with the official split."""
 
-    def __init__(self, samples: dict, train_keys: list, test_keys: list, sub_action_types: dict,
-                 folder: str = ""):
+    def __init__(
+        self, samples: dict, train_keys: list, test_keys: list, sub_action_types: dict, folder: str = ""
+    ):
         self.samples = samples
         self.train_keys = train_keys
         self.test_keys = test_keys
@@ -143,14 +146,14 @@ def _load(folder: str, name: str):
         raise AnnotationError(f"{path}: cannot read ({type(e).__name__}: {e})") from e
 
 
-def _record(path: str, key, value, fine: dict | None, coarse: dict | None,
-            num_transitions: int) -> Sample:
+def _record(path: str, key, value, fine: dict | None, coarse: dict | None, num_transitions: int) -> Sample:
     where = f"{path}, key {key!r}"
     if not isinstance(key, tuple) or len(key) != 2:
         raise AnnotationError(f"{where}: a key must be an (event, index) tuple")
     if not isinstance(value, (list, tuple)) or len(value) != 5:
-        raise AnnotationError(f"{where}: expected [dive_number, score, difficulty, "
-                              "steps_transit_frames, frames_labels]")
+        raise AnnotationError(
+            f"{where}: expected [dive_number, score, difficulty, steps_transit_frames, frames_labels]"
+        )
     dive_number, score, difficulty, transit, labels = value
     try:
         labels = np.asarray(labels, dtype=np.int64).reshape(-1)
@@ -167,9 +170,17 @@ def _record(path: str, key, value, fine: dict | None, coarse: dict | None,
     if coarse is not None and coarse.get("judge_scores") is not None:
         judges = tuple(float(j) for j in coarse["judge_scores"])
     try:
-        return Sample(key=(str(key[0]), int(key[1])), dive_number=str(dive_number), score=score,
-                      difficulty=difficulty, frame_labels=labels, transit_frames=transit,
-                      sub_action_names=names, judge_scores=judges, num_transitions=num_transitions)
+        return Sample(
+            key=(str(key[0]), int(key[1])),
+            dive_number=str(dive_number),
+            score=score,
+            difficulty=difficulty,
+            frame_labels=labels,
+            transit_frames=transit,
+            sub_action_names=names,
+            judge_scores=judges,
+            num_transitions=num_transitions,
+        )
     except ValueError as e:
         raise AnnotationError(f"{where}: {e}") from e
 
@@ -191,8 +202,9 @@ def load_annotations(folder, num_transitions: int = 2) -> Annotations:
     aqa_path = os.path.join(folder, FILES["aqa"])
     for name, obj in (("aqa", aqa), ("fine", fine), ("coarse", coarse), ("types", types)):
         if not isinstance(obj, dict):
-            raise AnnotationError(f"{os.path.join(folder, FILES[name])}: expected a dict, "
-                                  f"got {type(obj).__name__}")
+            raise AnnotationError(
+                f"{os.path.join(folder, FILES[name])}: expected a dict, got {type(obj).__name__}"
+            )
     samples = {}
     for key, value in aqa.items():
         rec = _record(aqa_path, key, value, fine.get(key), coarse.get(key), num_transitions)
@@ -214,7 +226,9 @@ def load_annotations(folder, num_transitions: int = 2) -> Annotations:
         split_keys[name] = out
     overlap = set(split_keys["train"]) & set(split_keys["test"])
     if overlap:
-        raise AnnotationError(f"{folder}: {len(overlap)} keys are in both splits, e.g. {next(iter(overlap))!r}")
+        raise AnnotationError(
+            f"{folder}: {len(overlap)} keys are in both splits, e.g. {next(iter(overlap))!r}"
+        )
     sub_types = {int(k): str(v) for k, v in types.items()}
     return Annotations(samples, split_keys["train"], split_keys["test"], sub_types, folder)
 
@@ -227,7 +241,8 @@ def sample_tensors(annotations: Annotations, keys, device="cpu") -> dict:
     return {
         "score": torch.tensor([r.score for r in recs], dtype=torch.float32, device=device),
         "difficulty": torch.tensor([r.difficulty for r in recs], dtype=torch.float32, device=device),
-        "transitions": torch.as_tensor(np.stack([r.transitions for r in recs]) if recs
-                                       else np.zeros((0, 2), np.int64), device=device),
+        "transitions": torch.as_tensor(
+            np.stack([r.transitions for r in recs]) if recs else np.zeros((0, 2), np.int64), device=device
+        ),
         "dive_number": torch.tensor([dn[r.dive_number] for r in recs], dtype=torch.long, device=device),
     }

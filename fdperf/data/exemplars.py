@@ -4,6 +4,7 @@ Policies: "dive_number" (the paper's w/ DN: same dive number, never the query it
 is alone in its group, as the reference does), "random" (w/o DN: any other training sample) and
 "difficulty" (same degree of difficulty).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -55,8 +56,9 @@ class ExemplarSampler:
         return self.members[self.offsets[g] + r]
 
 
-def voting_exemplars(annotations, query_keys, train_keys, m: int = 10,
-                     policy: str = "dive_number", seed: int = 0):
+def voting_exemplars(
+    annotations, query_keys, train_keys, m: int = 10, policy: str = "dive_number", seed: int = 0
+):
     """Up to `m` training exemplars per query (the test-time voters).
 
     Returns (rows LongTensor [Nq, m] into train_keys, valid BoolTensor [Nq, m]); rows past a
@@ -77,11 +79,13 @@ def voting_exemplars(annotations, query_keys, train_keys, m: int = 10,
     for i, (key, lab) in enumerate(zip(query_keys, query_labels)):
         pool = [r for r in pools.get(lab, []) if r != train_row.get(tuple(key), -1)]
         if not pool:
-            raise ValueError(f"no training exemplar for query {key!r} under policy {policy!r} "
-                             f"(group {lab!r}); try policy='difficulty' or 'random'")
+            raise ValueError(
+                f"no training exemplar for query {key!r} under policy {policy!r} "
+                f"(group {lab!r}); try policy='difficulty' or 'random'"
+            )
         chosen = rng.permutation(pool)[:m]
-        rows[i, :len(chosen)] = torch.as_tensor(chosen)
-        valid[i, :len(chosen)] = True
+        rows[i, : len(chosen)] = torch.as_tensor(chosen)
+        valid[i, : len(chosen)] = True
     return rows, valid
 
 

@@ -4,6 +4,7 @@ The files only reference numpy's array and scalar reconstruction (under `numpy.c
 published files, `numpy._core` when re-saved with numpy 2). Anything else, `os.system` or a
 class a crafted file names, is refused before it is looked up, so nothing can run.
 """
+
 import io
 import pickle
 
@@ -17,10 +18,23 @@ _ALLOWED = {
     ("numpy.core.multiarray", "scalar"): np._core.multiarray.scalar,
     ("numpy._core.multiarray", "scalar"): np._core.multiarray.scalar,
     # Pickles written by numpy 2 name dtype classes such as numpy.dtypes.Int64DType.
-    **{("numpy.dtypes", name): getattr(np.dtypes, name)
-       for name in ("Int64DType", "Int32DType", "Float64DType", "Float32DType", "BoolDType",
-                    "UInt8DType", "Int16DType", "Int8DType", "UInt16DType", "UInt32DType",
-                    "UInt64DType", "StrDType")},
+    **{
+        ("numpy.dtypes", name): getattr(np.dtypes, name)
+        for name in (
+            "Int64DType",
+            "Int32DType",
+            "Float64DType",
+            "Float32DType",
+            "BoolDType",
+            "UInt8DType",
+            "Int16DType",
+            "Int8DType",
+            "UInt16DType",
+            "UInt32DType",
+            "UInt64DType",
+            "StrDType",
+        )
+    },
 }
 
 
@@ -39,7 +53,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
         except KeyError:
             raise UnsafePickleError(
                 f"{self._source}: refusing to load '{module}.{name}': annotation pickles may only "
-                "reference numpy arrays, dtypes and scalars") from None
+                "reference numpy arrays, dtypes and scalars"
+            ) from None
 
 
 def load_pickle(path) -> object:

@@ -1,4 +1,5 @@
 """The reference's frame sampling and transition labels (docs/design.md §2)."""
+
 import numpy as np
 
 NUM_FRAMES = 96

@@ -12,6 +12,7 @@ Schema, as in the published release (`FILES` names the files):
 Values are Python str/float/int and int64 arrays; pickles are protocol 3 with numpy's
 reconstructors named under `numpy.core`, so numpy 1 can read them as it reads the published files.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,15 +30,16 @@ from .annotations import FILES
 class AnnotationRecord:
     """One dive as the files describe it. A loaded `Sample` has the same fields (all but
     `start_frame`), so `write_annotations` also takes an `Annotations`' samples."""
-    key: tuple                          # (event, index)
+
+    key: tuple  # (event, index)
     dive_number: str
     score: float
     difficulty: float
-    frame_labels: np.ndarray            # sub-action type of every frame
-    sub_action_names: dict              # type id -> name, for the types this dive uses
+    frame_labels: np.ndarray  # sub-action type of every frame
+    sub_action_names: dict  # type id -> name, for the types this dive uses
     transit_frames: np.ndarray | None = None  # None: the last frame of every step but the last
     judge_scores: list | None = None
-    start_frame: int = 0                # where the dive starts in its untrimmed broadcast
+    start_frame: int = 0  # where the dive starts in its untrimmed broadcast
 
 
 def finediving_pickle(obj) -> bytes:
@@ -79,22 +81,29 @@ def annotation_dicts(records: Iterable) -> tuple[dict, dict, dict]:
         dn, score, dd = str(rec.dive_number), float(rec.score), float(rec.difficulty)
         aqa[rec.key] = [dn, score, dd, transit, labels]
         fine[rec.key] = {
-            "action_type": dn, "dive_score": score, "difficulty": dd,
-            "steps_transit_frames": transit, "frames_labels": labels,
+            "action_type": dn,
+            "dive_score": score,
+            "difficulty": dd,
+            "steps_transit_frames": transit,
+            "frames_labels": labels,
             "sub-action_types": {np.int64(t): str(n) for t, n in rec.sub_action_names.items()},
         }
         start = int(getattr(rec, "start_frame", 0))
         judges = rec.judge_scores
         coarse[rec.key] = {
-            "action_type": dn, "start_frame": start, "end_frame": start + len(labels) - 1,
-            "dive_score": score, "difficulty": dd,
+            "action_type": dn,
+            "start_frame": start,
+            "end_frame": start + len(labels) - 1,
+            "dive_score": score,
+            "difficulty": dd,
             "judge_scores": None if judges is None else [float(j) for j in judges],
         }
     return aqa, fine, coarse
 
 
-def write_annotations(folder, records: Iterable, train_keys: Iterable, test_keys: Iterable,
-                      sub_action_types: dict) -> str:
+def write_annotations(
+    folder, records: Iterable, train_keys: Iterable, test_keys: Iterable, sub_action_types: dict
+) -> str:
     """Writes the six files for `records` (AnnotationRecord, or a loaded Annotations' Sample
     objects) into `folder` (created if missing); returns the folder.
 
@@ -104,8 +113,14 @@ def write_annotations(folder, records: Iterable, train_keys: Iterable, test_keys
     folder = os.fspath(folder)
     os.makedirs(folder, exist_ok=True)
     aqa, fine, coarse = annotation_dicts(records)
-    contents = {"aqa": aqa, "fine": fine, "coarse": coarse, "types": dict(sub_action_types),
-                "train": list(train_keys), "test": list(test_keys)}
+    contents = {
+        "aqa": aqa,
+        "fine": fine,
+        "coarse": coarse,
+        "types": dict(sub_action_types),
+        "train": list(train_keys),
+        "test": list(test_keys),
+    }
     for name, obj in contents.items():
         write_pickle(os.path.join(folder, FILES[name]), obj)
     return folder

@@ -12,6 +12,7 @@ Everything lands in one output folder:
 
 Rerunning with the same settings reuses the set and the feature store.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-RHO_TARGET = 0.7   # the demo's own learnability check on the synthetic test split
+RHO_TARGET = 0.7  # the demo's own learnability check on the synthetic test split
 # The demo trains from scratch, so it need not replay the reference's feature-map reshape, which
 # mixes channels and spatial positions: PSNet's batch norms then gather running statistics from
 # two very different inputs (pooled features, mixed map rows), and in eval mode every delta came
@@ -49,6 +50,7 @@ def _stage(name: str, timings: dict):
             timings[name] = time.perf_counter() - self.t0
             if exc[0] is None:
                 _say(f"   {name}: {timings[name]:.1f} s")
+
     return _Timer()
 
 
@@ -57,6 +59,7 @@ def prepare_dataset(data_dir: str, videos: int, seed: int, progress: bool) -> tu
     Returns (generated_now, annotations folder)."""
     from ..synthetic import generate_dataset, read_manifest
     from ..synthetic.generate import manifest_for
+
     wanted = manifest_for(videos, seed, 0.25)
     if read_manifest(data_dir) == wanted:
         _say(f"   reusing the synthetic set in {data_dir}")
@@ -77,6 +80,7 @@ def random_i3d_weights(path: str, seed: int = 0) -> str:
     large, where and how fast things move in the frames, which is what the synthetic dives vary.
     """
     from ..backbone.weights import random_i3d
+
     model = random_i3d(seed)
     tmp = path + ".tmp"
     torch.save(model.state_dict(), tmp)
@@ -89,6 +93,7 @@ def transition_probabilities(checkpoint, store_path, keys, device) -> dict:
     from ..data import key_to_str
     from ..features import FeatureStore
     from ..tsa.checkpoint import load_model
+
     model, _ = load_model(checkpoint, map_location="cpu")
     model.to(device).eval()
     store = FeatureStore(store_path)
@@ -113,6 +118,7 @@ def metrics_table(results: dict) -> str:
 @dataclass
 class DemoSettings:
     """What one demo run works with; `timings` collects the seconds of each stage."""
+
     out: str
     videos: int
     epochs: int
@@ -155,9 +161,11 @@ def i3d_weights(demo: DemoSettings) -> str:
     path = os.path.join(demo.out, f"i3d_random_init_seed{demo.seed}.pth")
     if not os.path.isfile(path):
         random_i3d_weights(path, demo.seed)
-    _say("   I3D: RANDOMLY INITIALISED (He-normal, seed %d; no --weights given, and Kinetics "
-         "weights cannot be downloaded here). Pass --weights model_rgb.pth for pretrained "
-         "features." % demo.seed)
+    _say(
+        "   I3D: RANDOMLY INITIALISED (He-normal, seed %d; no --weights given, and Kinetics "
+        "weights cannot be downloaded here). Pass --weights model_rgb.pth for pretrained "
+        "features." % demo.seed
+    )
     return path
 
 
@@ -165,9 +173,11 @@ def extract_stage(demo: DemoSettings, keys: list, generated: bool) -> None:
     """I3D features of every dive into the store; reuses a store of the same settings and
     redoes one of other settings (weights, seed, set)."""
     from ..extract import ExtractOptions, Inputs, InputWarning, extract_features
+
     i3d = i3d_weights(demo)
-    opts = ExtractOptions(device=str(demo.device), seed=demo.seed, overwrite=generated,
-                          progress=demo.progress)
+    opts = ExtractOptions(
+        device=str(demo.device), seed=demo.seed, overwrite=generated, progress=demo.progress
+    )
     inputs = Inputs(frames_root=os.path.join(demo.data_dir, "frames"))
     # Synthetic dives are 70-140 frames long: the short-folder warnings are expected here. They
     # stay in the store's warnings dataset; the demo prints their count instead of each one.
@@ -197,17 +207,27 @@ def train_and_vote(demo: DemoSettings, ann, method: str, sub: str) -> tuple:
     split; returns (training result, evaluation result)."""
     from ..evaluate import evaluate
     from ..train import train
+
     run_dir = os.path.join(demo.out, sub)
     if os.path.isdir(run_dir):  # a previous demo's run: its log would mix into the curves
         shutil.rmtree(run_dir)
     epochs = demo.epochs
     with _stage(f"train {method}", demo.timings):
-        tr = train(demo.store, ann, run_dir, method=method, max_epoch=epochs, seed=demo.seed,
-                   device=demo.device, layout=TSA_LAYOUT, eval_every=max(1, epochs // 10),
-                   progress=demo.progress, log=lambda s: None)
+        tr = train(
+            demo.store,
+            ann,
+            run_dir,
+            method=method,
+            max_epoch=epochs,
+            seed=demo.seed,
+            device=demo.device,
+            layout=TSA_LAYOUT,
+            eval_every=max(1, epochs // 10),
+            progress=demo.progress,
+            log=lambda s: None,
+        )
     with _stage(f"vote {method}", demo.timings):
-        ev = evaluate(tr.last_checkpoint, demo.store, ann, os.path.join(run_dir, "eval"),
-                      device=demo.device)
+        ev = evaluate(tr.last_checkpoint, demo.store, ann, os.path.join(run_dir, "eval"), device=demo.device)
     return tr, ev
 
 
@@ -215,27 +235,31 @@ def exemplars_only(predictions_path) -> dict:
     """What the exemplars alone give (delta = 0: mean score of the same dive numbers' exemplars):
     the share of rho that comes from difficulty, which the models do not have to learn."""
     from ..report import VideoRow, read_predictions, split_metrics
+
     rows = read_predictions(str(predictions_path))
-    return split_metrics([VideoRow(r.key, r.true_score, float(np.mean(r.exemplar_scores)))
-                          for r in rows])
+    return split_metrics([VideoRow(r.key, r.true_score, float(np.mean(r.exemplar_scores))) for r in rows])
 
 
 def report_stage(demo: DemoSettings, ann, runs: dict):
     """PSNet's transition probabilities of the test videos (transition_probs.npz) and the
     visual report of both methods."""
     from ..report import write_report
-    probs = transition_probabilities(runs["TSA"][0].last_checkpoint, demo.store, ann.test_keys,
-                                     demo.device)
+
+    probs = transition_probabilities(runs["TSA"][0].last_checkpoint, demo.store, ann.test_keys, demo.device)
     np.savez(os.path.join(demo.out, "transition_probs.npz"), **probs)
     return write_report(
-        str(runs["TSA"][1].predictions_path), os.path.join(demo.out, "report"), method="TSA",
+        str(runs["TSA"][1].predictions_path),
+        os.path.join(demo.out, "report"),
+        method="TSA",
         compare={"F+R": str(runs["F+R"][1].predictions_path)},
         train_logs={m: str(runs[m][0].out_dir / "train_log.jsonl") for m, _ in METHODS},
-        probabilities=probs, frames_dir=os.path.join(demo.data_dir, "frames"),
+        probabilities=probs,
+        frames_dir=os.path.join(demo.data_dir, "frames"),
         max_videos=demo.report_videos,
         title=f"fdperf demo: {demo.videos} synthetic dives, seed {demo.seed}, {demo.epochs} epochs"
-              + ("" if demo.weights else ", random-init I3D"),
-        progress=demo.progress)
+        + ("" if demo.weights else ", random-init I3D"),
+        progress=demo.progress,
+    )
 
 
 def summarise(demo: DemoSettings, ann, results: dict, baseline: dict, report_index: str) -> dict:
@@ -243,13 +267,20 @@ def summarise(demo: DemoSettings, ann, results: dict, baseline: dict, report_ind
     the seconds per stage; returns what it wrote."""
     keep = ("rho", "rl2", "l2", "aiou50", "aiou75", "num_videos")
     summary = {
-        "videos": demo.videos, "epochs": demo.epochs, "seed": demo.seed, "device": str(demo.device),
+        "videos": demo.videos,
+        "epochs": demo.epochs,
+        "seed": demo.seed,
+        "device": str(demo.device),
         "i3d": demo.weights or "random-init (He normal, seed %d)" % demo.seed,
-        "num_test": len(ann.test_keys), "num_train": len(ann.train_keys),
+        "num_test": len(ann.test_keys),
+        "num_train": len(ann.train_keys),
         "metrics": {m: {k: results[m].get(k) for k in keep} for m in results},
         "exemplars_only": baseline,
-        "rho_target": RHO_TARGET, "tsa_reaches_target": bool(results["TSA"]["rho"] >= RHO_TARGET),
-        "seconds": demo.timings, "report": report_index, "out": os.path.abspath(demo.out),
+        "rho_target": RHO_TARGET,
+        "tsa_reaches_target": bool(results["TSA"]["rho"] >= RHO_TARGET),
+        "seconds": demo.timings,
+        "report": report_index,
+        "out": os.path.abspath(demo.out),
     }
     with open(os.path.join(demo.out, "demo_summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
@@ -257,8 +288,10 @@ def summarise(demo: DemoSettings, ann, results: dict, baseline: dict, report_ind
 
 
 def print_results(demo: DemoSettings, summary: dict, results: dict, baseline: dict) -> None:
-    _say(f"\nTest split: {summary['num_test']} videos (last-epoch checkpoints, {demo.epochs} epochs, "
-         f"10 exemplars of the same dive number)\n")
+    _say(
+        f"\nTest split: {summary['num_test']} videos (last-epoch checkpoints, {demo.epochs} epochs, "
+        f"10 exemplars of the same dive number)\n"
+    )
     _say(metrics_table({**results, "exemplars only (delta 0)": baseline}))
     verdict = "reached" if summary["tsa_reaches_target"] else "NOT reached"
     _say(f"\nlearnability check: TSA rho {results['TSA']['rho']:.3f} (target >= {RHO_TARGET}: {verdict})")
@@ -266,12 +299,20 @@ def print_results(demo: DemoSettings, summary: dict, results: dict, baseline: di
     _say(f"\nreport: {summary['report']}\noutput folder: {summary['out']}")
 
 
-def run_demo(out: str = "runs/demo", videos: int = 120, epochs: int | None = None,
-             device: str = "auto", weights: str | None = None, seed: int = 0,
-             progress: bool = True, report_videos: int | None = None) -> dict:
+def run_demo(
+    out: str = "runs/demo",
+    videos: int = 120,
+    epochs: int | None = None,
+    device: str = "auto",
+    weights: str | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    report_videos: int | None = None,
+) -> dict:
     """Runs every stage; returns the summary written to demo_summary.json."""
     from ..data import load_annotations
     from ..device import resolve_device
+
     dev = resolve_device(device)
     epochs = check_options(videos, epochs, weights, dev)
     demo = DemoSettings(out, videos, epochs, dev, weights, seed, progress, report_videos)

@@ -11,6 +11,7 @@ Determinism: on the CPU each I3D forward holds one video's snippets (a fixed com
 video's features do not depend on what else was in its batch, and a resumed run writes the same
 bytes as an uninterrupted one.
 """
+
 from __future__ import annotations
 
 import collections
@@ -33,18 +34,36 @@ from ..backbone import RANDOM_INIT, fuse_for_inference, load_i3d
 from ..data import key_to_str
 from ..device import resolve_device
 from ..features.store import FeatureStoreWriter, StoreLock, join_shards
-from ..video import (DALI_CPU_CODECS, DaliVideoDecoder, DecodeError, FrameFolder, JpegDecoder,
-                    ParallelDecoder, SourceError, VideoError, VideoFile, decode_frames,
-                    frame_folder, gather_normalize, plan_for, probe, snippet_starts, to_snippets,
-                    video_file, video_frame_indices)
-from ..video.jpeg_check import read_checked_frames
 from ..version import __version__
+from ..video import (
+    DALI_CPU_CODECS,
+    DaliVideoDecoder,
+    DecodeError,
+    FrameFolder,
+    JpegDecoder,
+    ParallelDecoder,
+    SourceError,
+    VideoError,
+    VideoFile,
+    decode_frames,
+    frame_folder,
+    gather_normalize,
+    plan_for,
+    probe,
+    snippet_starts,
+    to_snippets,
+    video_file,
+    video_frame_indices,
+)
+from ..video.jpeg_check import read_checked_frames
 
 Key = tuple[str, int]
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 BACKBONE = "i3d-inception-v1-kinetics400 (model_rgb.pth layout), Mixed_5c"
-SAMPLING = ("96 frames: np.linspace(first, last, 96).astype(int) over the instance's frame numbers; "
-            "snippets of 16 frames starting at 0, 10, 20, ...")
+SAMPLING = (
+    "96 frames: np.linspace(first, last, 96).astype(int) over the instance's frame numbers; "
+    "snippets of 16 frames starting at 0, 10, 20, ..."
+)
 PREPROCESS_DOC = {
     "reference": "PIL NEAREST squash to 112x200 (w x h), centre crop 112x112, /255, ImageNet mean/std",
     "aspect": "PIL NEAREST resize of the short side to 112 (aspect kept), centre crop, /255, ImageNet mean/std",
@@ -54,20 +73,21 @@ PREPROCESS_DOC = {
 @dataclass
 class ExtractOptions:
     """Settings of one extraction (None: chosen from the device)."""
-    device: str = "auto"                 # "auto", "cpu", "cuda", "cuda:1", ...
-    precision: str | None = None         # fp32 | bf16 | fp16; bf16 on a GPU, fp32 on the CPU
-    preprocess: str = "reference"        # reference | aspect
-    views: int = 1                       # >1: K augmented training views per video
-    seed: int = 0                        # augmentation (views) and random-init seed
-    batch_videos: int | None = None      # videos decoded per batch (4 CPU, 32 GPU)
-    i3d_videos: int | None = None        # videos per I3D forward (1 CPU for determinism, 16 GPU)
-    readers: int | None = None           # parallel DALI pipelines (1 CPU, 4 GPU)
-    dali_threads: int | None = None      # threads per DALI pipeline
-    torch_threads: int | None = None     # torch intra-op threads (CPU)
-    io_threads: int = 8                  # file-reading threads
-    num_snippets: int = 9                # fewer only for quick tests; the reference uses 9
-    channels_last: bool | None = None    # channels_last_3d memory format (default on)
-    fuse: bool = True                    # fold batch norm and merge 1x1 convolutions
+
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
+    precision: str | None = None  # fp32 | bf16 | fp16; bf16 on a GPU, fp32 on the CPU
+    preprocess: str = "reference"  # reference | aspect
+    views: int = 1  # >1: K augmented training views per video
+    seed: int = 0  # augmentation (views) and random-init seed
+    batch_videos: int | None = None  # videos decoded per batch (4 CPU, 32 GPU)
+    i3d_videos: int | None = None  # videos per I3D forward (1 CPU for determinism, 16 GPU)
+    readers: int | None = None  # parallel DALI pipelines (1 CPU, 4 GPU)
+    dali_threads: int | None = None  # threads per DALI pipeline
+    torch_threads: int | None = None  # torch intra-op threads (CPU)
+    io_threads: int = 8  # file-reading threads
+    num_snippets: int = 9  # fewer only for quick tests; the reference uses 9
+    channels_last: bool | None = None  # channels_last_3d memory format (default on)
+    fuse: bool = True  # fold batch norm and merge 1x1 convolutions
     overwrite: bool = False
     progress: bool = True
 
@@ -75,11 +95,12 @@ class ExtractOptions:
 @dataclass
 class Inputs:
     """Where the videos come from: exactly one of frames_root, videos_root, video_list."""
+
     frames_root: str | None = None
     videos_root: str | None = None
     video_ext: str = ".mp4"
-    untrimmed_bounds: dict | None = None           # key -> (start_frame, end_frame) for untrimmed
-    video_list: dict | None = None                 # key -> (path, start, end)
+    untrimmed_bounds: dict | None = None  # key -> (start_frame, end_frame) for untrimmed
+    video_list: dict | None = None  # key -> (path, start, end)
 
     def __post_init__(self):
         given = [x is not None for x in (self.frames_root, self.videos_root, self.video_list)]
@@ -107,10 +128,10 @@ class Inputs:
 @dataclass
 class ExtractResult:
     path: str
-    total: int                       # keys in this store (or shard)
-    extracted: int                   # rows written by this run
-    skipped: int                     # rows already done by an earlier run
-    errors: list = field(default_factory=list)   # (key, reason)
+    total: int  # keys in this store (or shard)
+    extracted: int  # rows written by this run
+    skipped: int  # rows already done by an earlier run
+    errors: list = field(default_factory=list)  # (key, reason)
     complete: bool = False
     seconds: float = 0.0
     timings: dict = field(default_factory=dict)  # seconds per stage (prepare runs alongside I3D)
@@ -122,9 +143,11 @@ class ExtractResult:
 
 # ---- device and model -------------------------------------------------------------------------
 
+
 def _dali_version() -> str:
     try:
         import nvidia.dali as dali
+
         return dali.__version__
     except ImportError:
         return "not installed"
@@ -155,8 +178,15 @@ def _settings(opts: ExtractOptions, device: torch.device) -> ExtractOptions:
 class Backbone:
     """I3D on the device with the chosen precision; `__call__` maps clips to store rows."""
 
-    def __init__(self, model: torch.nn.Module, device: torch.device, precision: str,
-                 channels_last: bool, starts: list[int], chunk_videos: int):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        device: torch.device,
+        precision: str,
+        channels_last: bool,
+        starts: list[int],
+        chunk_videos: int,
+    ):
         self.device, self.starts, self.chunk = device, starts, chunk_videos
         self.dtype = PRECISIONS[precision]
         self.channels_last = channels_last
@@ -169,7 +199,7 @@ class Backbone:
         feats, maps = [], []
         s = len(self.starts)
         for i in range(0, clips.shape[0], self.chunk):
-            x = to_snippets(clips[i:i + self.chunk], self.starts)
+            x = to_snippets(clips[i : i + self.chunk], self.starts)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last_3d)
             with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
@@ -181,6 +211,7 @@ class Backbone:
 
 
 # ---- decoding ---------------------------------------------------------------------------------
+
 
 # Instances of one untrimmed competition video are neighbours in key order: probe and read
 # each file once for all of them (two files held at most).
@@ -198,11 +229,11 @@ def _read_cached(path: str, mtime_ns: int, size: int) -> np.ndarray:
 
 @dataclass
 class _Prepared:
-    rows: list[int]                  # rows whose clips follow
-    clips: torch.Tensor | None       # [len(rows) * K, 3, 96, 112, 112]
-    errors: list                     # (row, reason)
+    rows: list[int]  # rows whose clips follow
+    clips: torch.Tensor | None  # [len(rows) * K, 3, 96, 112, 112]
+    errors: list  # (row, reason)
     seconds: float
-    notes: dict = field(default_factory=dict)   # row -> warnings (short folder, skipped files, ...)
+    notes: dict = field(default_factory=dict)  # row -> warnings (short folder, skipped files, ...)
 
 
 class _Preparer:
@@ -213,8 +244,9 @@ class _Preparer:
         self.io = ThreadPoolExecutor(max_workers=opts.io_threads, thread_name_prefix="fdperf-io")
         frames = 96 * opts.batch_videos
         self.jpeg = ParallelDecoder(lambda: JpegDecoder(device, frames, opts.dali_threads), opts.readers)
-        self.video = ParallelDecoder(lambda: DaliVideoDecoder(device, opts.batch_videos, opts.dali_threads),
-                                     opts.readers)
+        self.video = ParallelDecoder(
+            lambda: DaliVideoDecoder(device, opts.batch_videos, opts.dali_threads), opts.readers
+        )
 
     def close(self):
         self.io.shutdown(wait=True)
@@ -249,8 +281,11 @@ class _Preparer:
                 srcs[r] = self.inputs.resolve(self.keys[r])
             except (SourceError, OSError) as e:
                 srcs[r] = SourceError(str(e))
-        reads = {r: self.io.submit(self._read_frames if isinstance(s, FrameFolder) else self._video_plan, s)
-                 for r, s in srcs.items() if not isinstance(s, SourceError)}
+        reads = {
+            r: self.io.submit(self._read_frames if isinstance(s, FrameFolder) else self._video_plan, s)
+            for r, s in srcs.items()
+            if not isinstance(s, SourceError)
+        }
         errors = [(r, str(s)) for r, s in srcs.items() if isinstance(s, SourceError)]
         notes = {r: list(s.warnings) for r, s in srcs.items() if isinstance(s, FrameFolder) and s.warnings}
         frames: dict[int, torch.Tensor] = {}
@@ -293,11 +328,13 @@ class _Preparer:
                             frames[r] = got
                             notes.setdefault(r, []).append(
                                 f"DALI could not decode {os.path.dirname(srcs[r].files[0])} "
-                                f"({out.reason}); decoded with PIL instead")
+                                f"({out.reason}); decoded with PIL instead"
+                            )
             ok = [r for r in rows if r in frames]
             clips = self._preprocess(ok, frames) if ok else None
             errors.sort()
             return _Prepared(ok, clips, errors, time.perf_counter() - t0, notes)
+
         return finish
 
     def _preprocess(self, rows: list[int], frames: dict[int, torch.Tensor]) -> torch.Tensor:
@@ -319,6 +356,7 @@ def _pil_decode(files: Sequence[str], encoded: Sequence[np.ndarray]) -> torch.Te
     Used only for a video DALI refused although every frame passed `read_checked_frames`.
     """
     from PIL import Image
+
     decoded: dict[str, np.ndarray] = {}
     for path, data in zip(files, encoded):
         if path in decoded:
@@ -370,19 +408,31 @@ def _prefetching(batches: Iterable[list[int]], prep: _Preparer, depth: int = 2):
 
 # ---- the run ----------------------------------------------------------------------------------
 
-def store_attrs(opts: ExtractOptions, sha: str, weights: str | None, device: torch.device,
-                shard: str = "") -> dict:
+
+def store_attrs(
+    opts: ExtractOptions, sha: str, weights: str | None, device: torch.device, shard: str = ""
+) -> dict:
     return {
-        "fdperf_version": __version__, "backbone": BACKBONE, "weights_sha256": sha,
+        "fdperf_version": __version__,
+        "backbone": BACKBONE,
+        "weights_sha256": sha,
         "weights_file": os.path.basename(weights) if weights else RANDOM_INIT,
-        "preprocess": opts.preprocess, "preprocess_detail": PREPROCESS_DOC[opts.preprocess],
-        "sampling": SAMPLING, "snippet_starts": np.array(snippet_starts(opts.num_snippets)),
-        "precision": opts.precision, "seed": opts.seed, "device_type": device.type,
-        "backbone_exec": (f"{'fused' if opts.fuse else 'as written'}, "
-                          f"{'channels_last_3d' if opts.channels_last else 'contiguous'}, "
-                          f"{opts.i3d_videos} video(s) per forward"),
-        "torch_version": str(torch.__version__), "dali_version": _dali_version(),
-        "h5py_version": h5py.__version__, "shard": shard,
+        "preprocess": opts.preprocess,
+        "preprocess_detail": PREPROCESS_DOC[opts.preprocess],
+        "sampling": SAMPLING,
+        "snippet_starts": np.array(snippet_starts(opts.num_snippets)),
+        "precision": opts.precision,
+        "seed": opts.seed,
+        "device_type": device.type,
+        "backbone_exec": (
+            f"{'fused' if opts.fuse else 'as written'}, "
+            f"{'channels_last_3d' if opts.channels_last else 'contiguous'}, "
+            f"{opts.i3d_videos} video(s) per forward"
+        ),
+        "torch_version": str(torch.__version__),
+        "dali_version": _dali_version(),
+        "h5py_version": h5py.__version__,
+        "shard": shard,
     }
 
 
@@ -395,14 +445,24 @@ def _non_finite(feats: np.ndarray, maps: np.ndarray) -> list[str | None]:
     """Per row: None when features and maps are finite, else what is not (for the errors entry)."""
     out = []
     for f, m in zip(feats, maps):
-        bad = [f"{name}: {int(np.isnan(x).sum())} NaN, {int(np.isinf(x).sum())} inf"
-               for name, x in (("features", f), ("feature_maps", m)) if not np.isfinite(x).all()]
+        bad = [
+            f"{name}: {int(np.isnan(x).sum())} NaN, {int(np.isinf(x).sum())} inf"
+            for name, x in (("features", f), ("feature_maps", m))
+            if not np.isfinite(x).all()
+        ]
         out.append("; ".join(bad) or None)
     return out
 
 
-def _run_batch(batch: _Prepared, backbone: Backbone, writer: FeatureStoreWriter, keys: list,
-               views: int, result: ExtractResult, timings: dict) -> None:
+def _run_batch(
+    batch: _Prepared,
+    backbone: Backbone,
+    writer: FeatureStoreWriter,
+    keys: list,
+    views: int,
+    result: ExtractResult,
+    timings: dict,
+) -> None:
     """I3D on one prepared batch; finite rows are written, the others become errors."""
     result.errors += [(keys[r], reason) for r, reason in batch.errors]
     for r, messages in sorted(batch.notes.items()):
@@ -419,11 +479,20 @@ def _run_batch(batch: _Prepared, backbone: Backbone, writer: FeatureStoreWriter,
     # A non-finite row would silently move every vote it takes part in: never mark it done.
     bad = _non_finite(feats, maps)
     keep = [i for i, b in enumerate(bad) if b is None]
-    result.errors += [(keys[batch.rows[i]], f"I3D output is not finite ({b}); row not written: "
-                       "check the weights file and this video's frames") for i, b in enumerate(bad) if b]
+    result.errors += [
+        (
+            keys[batch.rows[i]],
+            f"I3D output is not finite ({b}); row not written: "
+            "check the weights file and this video's frames",
+        )
+        for i, b in enumerate(bad)
+        if b
+    ]
     if keep:
         rows = [batch.rows[i] for i in keep]
-        writer.write(rows, feats[keep], maps[keep], warnings={r: batch.notes[r] for r in rows if r in batch.notes})
+        writer.write(
+            rows, feats[keep], maps[keep], warnings={r: batch.notes[r] for r in rows if r in batch.notes}
+        )
     timings["backbone"] += t1 - t0
     timings["write"] += time.perf_counter() - t1
     result.extracted += len(keep)
@@ -433,21 +502,37 @@ def _open_store(out, keys, weights, random_init, opts, device, shard, lock):
     """(writer, I3D): loads I3D and creates or resumes the store under `lock`."""
     model, sha = load_i3d(weights, random_init=random_init, seed=opts.seed)
     if sha == RANDOM_INIT:
-        warnings.warn("extracting with a randomly initialised I3D (--random-init): the features "
-                      "are meaningless for assessment; the store records weights_sha256='random-init'",
-                      stacklevel=3)
+        warnings.warn(
+            "extracting with a randomly initialised I3D (--random-init): the features "
+            "are meaningless for assessment; the store records weights_sha256='random-init'",
+            stacklevel=3,
+        )
     if opts.fuse:
         model = fuse_for_inference(model)
     attrs = store_attrs(opts, sha, os.fspath(weights) if weights else None, device, shard)
-    writer = FeatureStoreWriter(out, keys, attrs=attrs, num_snippets=opts.num_snippets,
-                                views=opts.views, overwrite=opts.overwrite, lock=lock)
+    writer = FeatureStoreWriter(
+        out,
+        keys,
+        attrs=attrs,
+        num_snippets=opts.num_snippets,
+        views=opts.views,
+        overwrite=opts.overwrite,
+        lock=lock,
+    )
     return writer, model
 
 
-def extract_features(out: str | os.PathLike, keys: Sequence[Key], inputs: Inputs, *,
-                     weights: str | os.PathLike | None = None, random_init: bool = False,
-                     options: ExtractOptions | None = None, shard: str = "",
-                     on_progress: Callable[[int], None] | None = None) -> ExtractResult:
+def extract_features(
+    out: str | os.PathLike,
+    keys: Sequence[Key],
+    inputs: Inputs,
+    *,
+    weights: str | os.PathLike | None = None,
+    random_init: bool = False,
+    options: ExtractOptions | None = None,
+    shard: str = "",
+    on_progress: Callable[[int], None] | None = None,
+) -> ExtractResult:
     """Extracts I3D features of `keys` into the store `out` (created, or resumed when it exists).
 
     Returns an ExtractResult; bad inputs are in `.errors` and leave `.complete` False.
@@ -470,16 +555,22 @@ def extract_features(out: str | os.PathLike, keys: Sequence[Key], inputs: Inputs
         raise
     result = ExtractResult(os.fspath(out), len(keys), 0, len(keys) - len(writer.pending))
     timings = {"prepare": 0.0, "backbone": 0.0, "write": 0.0}
-    backbone = Backbone(model, device, opts.precision, opts.channels_last,
-                        snippet_starts(opts.num_snippets), opts.i3d_videos)
+    backbone = Backbone(
+        model, device, opts.precision, opts.channels_last, snippet_starts(opts.num_snippets), opts.i3d_videos
+    )
     pending = writer.pending.tolist()
-    batches = [pending[i:i + opts.batch_videos] for i in range(0, len(pending), opts.batch_videos)]
+    batches = [pending[i : i + opts.batch_videos] for i in range(0, len(pending), opts.batch_videos)]
     prep = _Preparer(inputs, keys, opts, device)
     bar = None
     if opts.progress and pending:
         from tqdm import tqdm
-        bar = tqdm(total=len(pending), unit="video", desc=f"extract{(' ' + shard) if shard else ''}",
-                   dynamic_ncols=True)
+
+        bar = tqdm(
+            total=len(pending),
+            unit="video",
+            desc=f"extract{(' ' + shard) if shard else ''}",
+            dynamic_ncols=True,
+        )
     try:
         for batch in _prefetching(batches, prep):
             timings["prepare"] += batch.seconds
@@ -504,6 +595,7 @@ def extract_features(out: str | os.PathLike, keys: Sequence[Key], inputs: Inputs
 
 # ---- sharded runs (torchrun) ------------------------------------------------------------------
 
+
 def shard_rows(n: int, rank: int, world: int) -> np.ndarray:
     """Contiguous block of rows for `rank` (sizes differ by at most one)."""
     return np.array_split(np.arange(n), world)[rank]
@@ -521,19 +613,34 @@ def write_master(out: str, keys: Sequence[Key], world: int) -> bool:
     by relative file names (keep the files together). Returns completeness.
     """
     out = os.fspath(out)
-    return join_shards(out, keys, [shard_path(out, r, world) for r in range(world)],
-                       [shard_rows(len(keys), r, world) for r in range(world)])
+    return join_shards(
+        out,
+        keys,
+        [shard_path(out, r, world) for r in range(world)],
+        [shard_rows(len(keys), r, world) for r in range(world)],
+    )
 
 
 def distributed_env() -> tuple[int, int, int]:
     """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) otherwise."""
-    return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-            int(os.environ.get("LOCAL_RANK", 0)))
+    return (
+        int(os.environ.get("RANK", 0)),
+        int(os.environ.get("WORLD_SIZE", 1)),
+        int(os.environ.get("LOCAL_RANK", 0)),
+    )
 
 
-def extract_sharded(out: str, keys: Sequence[Key], inputs: Inputs, *, rank: int, world: int,
-                    local_rank: int = 0, barrier: Callable[[], None] | None = None,
-                    **kwargs) -> tuple[ExtractResult, bool | None]:
+def extract_sharded(
+    out: str,
+    keys: Sequence[Key],
+    inputs: Inputs,
+    *,
+    rank: int,
+    world: int,
+    local_rank: int = 0,
+    barrier: Callable[[], None] | None = None,
+    **kwargs,
+) -> tuple[ExtractResult, bool | None]:
     """One rank of a sharded run: its block of keys into its shard, then (rank 0) the master file.
 
     Returns (this rank's result, completeness of the joined store on rank 0, else None).

@@ -21,6 +21,7 @@ last row is flushed.
 One writer at a time: a writer holds `<store>.lock` (see `StoreLock`) from opening to closing, so
 a second run, with `--overwrite` or not, is refused with the holder's PID and host.
 """
+
 from __future__ import annotations
 
 import errno
@@ -45,8 +46,18 @@ FORMAT_VERSION = 1
 MAP_SIZE = 4
 CHANNELS = 1024
 # Attributes that must match for a rerun to resume an existing file (versions may differ).
-IDENTITY_ATTRS = ("format", "backbone", "weights_sha256", "preprocess", "sampling",
-                  "num_snippets", "views", "precision", "seed", "shard")
+IDENTITY_ATTRS = (
+    "format",
+    "backbone",
+    "weights_sha256",
+    "preprocess",
+    "sampling",
+    "num_snippets",
+    "views",
+    "precision",
+    "seed",
+    "shard",
+)
 
 Key = tuple[str, int]
 _STR = h5py.string_dtype("utf-8")
@@ -68,8 +79,9 @@ def key_to_str(key: Key | str) -> str:
     return key if isinstance(key, str) else _key_to_str(key)
 
 
-def _row_shapes(num_snippets: int, views: int,
-                map_size: int = MAP_SIZE) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def _row_shapes(
+    num_snippets: int, views: int, map_size: int = MAP_SIZE
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
     lead = (views, num_snippets) if views > 1 else (num_snippets,)
     return lead + (CHANNELS,), lead + (CHANNELS, map_size, map_size)
 
@@ -94,7 +106,7 @@ def _warning_bytes(messages: Sequence[str]) -> bytes:
     """Messages joined by newlines, cut to the fixed width at a UTF-8 character boundary."""
     data = "\n".join(messages).encode("utf-8")
     if len(data) > WARNING_BYTES:
-        data = data[:WARNING_BYTES - 3].decode("utf-8", "ignore").encode("utf-8") + b"..."
+        data = data[: WARNING_BYTES - 3].decode("utf-8", "ignore").encode("utf-8") + b"..."
     return data
 
 
@@ -102,8 +114,7 @@ def _open_failure(path: str, error: OSError, fix: str) -> str:
     """One line on why HDF5 could not open `path`, naming the file and the fix."""
     text = one_line(error)
     if "lock" in text.lower():
-        return (f"{path} is open in another program (HDF5 file lock: {text}); close it there, "
-                "then rerun")
+        return f"{path} is open in another program (HDF5 file lock: {text}); close it there, then rerun"
     return f"{path} cannot be opened as an HDF5 file ({text}): it is truncated or corrupt; {fix}"
 
 
@@ -120,14 +131,16 @@ def _pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:      # exists, owned by another user
+    except PermissionError:  # exists, owned by another user
         return True
     return True
 
 
 def _describe(holder: dict) -> str:
-    return (f"PID {holder.get('pid', '?')} on host {holder.get('host', '?')}, "
-            f"started {holder.get('started', '?')}")
+    return (
+        f"PID {holder.get('pid', '?')} on host {holder.get('host', '?')}, "
+        f"started {holder.get('started', '?')}"
+    )
 
 
 class StoreLock:
@@ -147,8 +160,10 @@ class StoreLock:
 
     def acquire(self) -> "StoreLock":
         if os.path.isdir(self.store):
-            raise StoreError(f"{self.store} is a directory; give the store a file name, e.g. "
-                             f"{os.path.join(self.store, 'feats.h5')}")
+            raise StoreError(
+                f"{self.store} is a directory; give the store a file name, e.g. "
+                f"{os.path.join(self.store, 'feats.h5')}"
+            )
         for _ in range(10):  # the holder may unlink the file between our open and flock
             fd = self._open()
             try:
@@ -166,8 +181,10 @@ class StoreLock:
             return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
             folder = os.path.dirname(os.path.abspath(self.store))
-            raise StoreError(f"cannot write the store {self.store}: {e.strerror} ({self.path}); "
-                             f"choose an existing, writable folder instead of {folder}") from e
+            raise StoreError(
+                f"cannot write the store {self.store}: {e.strerror} ({self.path}); "
+                f"choose an existing, writable folder instead of {folder}"
+            ) from e
 
     def _try_take(self, fd: int) -> bool:
         """True when `fd` now holds the lock; False to retry on a lock file unlinked meanwhile."""
@@ -177,7 +194,7 @@ class StoreLock:
         except OSError as e:
             if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise StoreLockedError(self._held_message(_read_holder(fd))) from None
-            flocked = False      # a file system without flock: the PID check alone decides
+            flocked = False  # a file system without flock: the PID check alone decides
         try:
             if os.fstat(fd).st_ino != os.stat(self.path).st_ino:
                 return False
@@ -186,31 +203,40 @@ class StoreLock:
         holder = _read_holder(fd)
         if holder:
             self._check_stale(holder, flocked)
-        info = {"pid": os.getpid(), "host": socket.gethostname(),
-                "started": time.strftime("%Y-%m-%d %H:%M:%S %z")}
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        }
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
         return True
 
     def _check_stale(self, holder: dict, flocked: bool) -> None:
-        here = holder.get("host") in (socket.gethostname(), "?")   # "?": an unreadable lock file
+        here = holder.get("host") in (socket.gethostname(), "?")  # "?": an unreadable lock file
         pid = holder.get("pid")
         alive = isinstance(pid, int) and _pid_alive(pid)
         if not here or (alive and not flocked):
-            raise StoreLockedError(self._held_message(holder) + f"; if that run has stopped, "
-                                   f"remove {self.path}")
-        warnings.warn(f"{self.store}: taking over the lock of a run that did not finish "
-                      f"({_describe(holder)}: no longer running)", stacklevel=4)
+            raise StoreLockedError(
+                self._held_message(holder) + f"; if that run has stopped, remove {self.path}"
+            )
+        warnings.warn(
+            f"{self.store}: taking over the lock of a run that did not finish "
+            f"({_describe(holder)}: no longer running)",
+            stacklevel=4,
+        )
 
     def _held_message(self, holder: dict) -> str:
-        return (f"{self.store} is in use by another fdperf run ({_describe(holder)}); wait for it "
-                "to finish or stop it, then rerun (--overwrite does not override this lock)")
+        return (
+            f"{self.store} is in use by another fdperf run ({_describe(holder)}); wait for it "
+            "to finish or stop it, then rerun (--overwrite does not override this lock)"
+        )
 
     def release(self) -> None:
         if self._fd is None:
             return
         try:
-            os.unlink(self.path)   # before closing: nobody can take a lock we still hold
+            os.unlink(self.path)  # before closing: nobody can take a lock we still hold
         except FileNotFoundError:
             pass
         os.close(self._fd)
@@ -240,9 +266,18 @@ class FeatureStoreWriter:
     held from here to `close`.
     """
 
-    def __init__(self, path: str | os.PathLike, keys: Sequence[Key | str], *, attrs: dict,
-                 num_snippets: int = 9, views: int = 1, map_size: int = MAP_SIZE,
-                 overwrite: bool = False, lock: StoreLock | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        keys: Sequence[Key | str],
+        *,
+        attrs: dict,
+        num_snippets: int = 9,
+        views: int = 1,
+        map_size: int = MAP_SIZE,
+        overwrite: bool = False,
+        lock: StoreLock | None = None,
+    ):
         if views < 1 or num_snippets < 1:
             raise ValueError(f"views ({views}) and num_snippets ({num_snippets}) must be >= 1")
         self.path = os.fspath(path)
@@ -300,23 +335,32 @@ class FeatureStoreWriter:
         try:
             f = h5py.File(self.path, "r+")
         except OSError as e:
-            raise StoreError(_open_failure(self.path, e, "remove it or pass overwrite=True "
-                                                         "(--overwrite) to start over")) from e
+            raise StoreError(
+                _open_failure(self.path, e, "remove it or pass overwrite=True (--overwrite) to start over")
+            ) from e
         try:
             if f.attrs.get("format") is None or "done" not in f:
-                raise StoreError(f"{self.path} exists but is not an fdperf feature store; "
-                                 "remove it or choose another output path")
-            mismatched = [f"{a}: file has {_attr_value(f.attrs.get(a))!r}, this run {attrs.get(a)!r}"
-                          for a in IDENTITY_ATTRS if _attr_value(f.attrs.get(a)) != attrs.get(a)]
+                raise StoreError(
+                    f"{self.path} exists but is not an fdperf feature store; "
+                    "remove it or choose another output path"
+                )
+            mismatched = [
+                f"{a}: file has {_attr_value(f.attrs.get(a))!r}, this run {attrs.get(a)!r}"
+                for a in IDENTITY_ATTRS
+                if _attr_value(f.attrs.get(a)) != attrs.get(a)
+            ]
             if mismatched:
-                raise StoreError(f"{self.path} was written with other settings, so it cannot be "
-                                 "resumed (remove it or pass overwrite=True, --overwrite): "
-                                 + "; ".join(mismatched))
+                raise StoreError(
+                    f"{self.path} was written with other settings, so it cannot be "
+                    "resumed (remove it or pass overwrite=True, --overwrite): " + "; ".join(mismatched)
+                )
             stored = [k.decode() if isinstance(k, bytes) else k for k in f["keys"][...]]
             if stored != self.key_strs:
-                raise StoreError(f"{self.path} holds another key list ({len(stored)} keys) than "
-                                 f"this run ({len(self.key_strs)} keys); remove it or pass "
-                                 "overwrite=True (--overwrite)")
+                raise StoreError(
+                    f"{self.path} holds another key list ({len(stored)} keys) than "
+                    f"this run ({len(self.key_strs)} keys); remove it or pass "
+                    "overwrite=True (--overwrite)"
+                )
         except BaseException:
             f.close()
             raise
@@ -335,8 +379,13 @@ class FeatureStoreWriter:
         """Row indices (ascending) whose data is not yet written."""
         return np.flatnonzero(~self._done)
 
-    def write(self, rows: Sequence[int], features: np.ndarray, feature_maps: np.ndarray,
-              warnings: dict[int, Sequence[str]] | None = None) -> None:
+    def write(
+        self,
+        rows: Sequence[int],
+        features: np.ndarray,
+        feature_maps: np.ndarray,
+        warnings: dict[int, Sequence[str]] | None = None,
+    ) -> None:
         """Writes whole rows (and their `warnings`, row -> messages), flushes, then marks them
         done and flushes again."""
         rows = np.asarray(rows, dtype=np.int64)
@@ -344,8 +393,9 @@ class FeatureStoreWriter:
         if features.shape != (len(rows),) + feats.shape[1:]:
             raise ValueError(f"features shape {features.shape}, expected {(len(rows),) + feats.shape[1:]}")
         if feature_maps.shape != (len(rows),) + maps.shape[1:]:
-            raise ValueError(f"feature_maps shape {feature_maps.shape}, "
-                             f"expected {(len(rows),) + maps.shape[1:]}")
+            raise ValueError(
+                f"feature_maps shape {feature_maps.shape}, expected {(len(rows),) + maps.shape[1:]}"
+            )
         features = np.ascontiguousarray(features, dtype=np.float32)
         feature_maps = np.ascontiguousarray(feature_maps, dtype=np.float16)
         for i, row in enumerate(rows):
@@ -405,34 +455,45 @@ class FeatureStore:
         with f:
             # A sharded run's master file: virtual datasets read zeros for a missing shard.
             shards = [_attr_value(x) for x in f.attrs.get("shards", [])]
-            lost = [s for s in shards
-                    if not os.path.isfile(os.path.join(os.path.dirname(os.path.abspath(self.path)), s))]
+            lost = [
+                s
+                for s in shards
+                if not os.path.isfile(os.path.join(os.path.dirname(os.path.abspath(self.path)), s))
+            ]
             if lost:
-                raise FileNotFoundError(f"{self.path} joins shard files that are missing beside it: "
-                                        f"{lost}")
+                raise FileNotFoundError(f"{self.path} joins shard files that are missing beside it: {lost}")
             missing = [d for d in ("keys", "features", "done") if d not in f]
             if missing:
                 raise ValueError(f"{self.path} is not a feature store: no dataset(s) {missing}")
             self.attrs = {k: _attr_value(v) for k, v in f.attrs.items()}
             keys = [k.decode() if isinstance(k, bytes) else k for k in f["keys"][...]]
             done = f["done"][...].astype(bool)
-            self.errors = [(_attr_value(k), _attr_value(r)) for k, r in f["errors"][...]] \
-                if "errors" in f else []
+            self.errors = (
+                [(_attr_value(k), _attr_value(r)) for k, r in f["errors"][...]] if "errors" in f else []
+            )
             feat_shape = f["features"].shape
             if len(feat_shape) not in (3, 4):
-                raise ValueError(f"{self.path}: features has shape {feat_shape}, expected "
-                                 "[N, S, C] or [N, K, S, C]")
+                raise ValueError(
+                    f"{self.path}: features has shape {feat_shape}, expected [N, S, C] or [N, K, S, C]"
+                )
             self.has_maps = "feature_maps" in f
             notes = f["warnings"][...] if "warnings" in f else np.zeros(len(keys), dtype="S1")
         if len(done) != len(keys) or feat_shape[0] != len(keys):
-            raise ValueError(f"{self.path}: keys ({len(keys)}), done ({len(done)}) and features "
-                             f"({feat_shape[0]}) disagree in length")
+            raise ValueError(
+                f"{self.path}: keys ({len(keys)}), done ({len(done)}) and features "
+                f"({feat_shape[0]}) disagree in length"
+            )
         not_done = int((~done).sum())
         if not_done and not allow_partial:
-            reason = (f"{len(self.errors)} error(s), e.g. {self.errors[0][0]}: {self.errors[0][1]}"
-                      if self.errors else "the extraction was interrupted; rerun the same command to finish it")
-            raise ValueError(f"{self.path} is incomplete: {not_done} of {len(keys)} rows are not done "
-                             f"({reason}). Pass allow_partial=True to read only the finished rows.")
+            reason = (
+                f"{len(self.errors)} error(s), e.g. {self.errors[0][0]}: {self.errors[0][1]}"
+                if self.errors
+                else "the extraction was interrupted; rerun the same command to finish it"
+            )
+            raise ValueError(
+                f"{self.path} is incomplete: {not_done} of {len(keys)} rows are not done "
+                f"({reason}). Pass allow_partial=True to read only the finished rows."
+            )
         if not not_done and self.attrs.get("complete") is False and not allow_partial:
             raise ValueError(f"{self.path} is marked incomplete by its writer; rerun the extraction")
         self._rows = np.flatnonzero(done)
@@ -440,8 +501,11 @@ class FeatureStore:
         self._index = {k: i for i, k in enumerate(self.keys)}
         # (key, message) for what the extractor accepted with a warning (short folders, ...).
         self.warnings: list[tuple[Key, str]] = [
-            (self.keys[i], line) for i, r in enumerate(self._rows)
-            for line in _attr_value(notes[r]).splitlines() if line]
+            (self.keys[i], line)
+            for i, r in enumerate(self._rows)
+            for line in _attr_value(notes[r]).splitlines()
+            if line
+        ]
         # The views axis exists exactly when features is 4-D (K > 1 views).
         self.views = int(feat_shape[1]) if len(feat_shape) == 4 else 1
         self.num_snippets = int(feat_shape[-2])
@@ -463,8 +527,13 @@ class FeatureStore:
         except KeyError:
             raise KeyError(f"{key_to_str(key)} is not in feature store {self.path}") from None
 
-    def load(self, device: str | torch.device = "cpu", maps: bool = True, view: int | None = None,
-             block_rows: int = 256) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def load(
+        self,
+        device: str | torch.device = "cpu",
+        maps: bool = True,
+        view: int | None = None,
+        block_rows: int = 256,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The whole store in memory: features float32 and feature maps float32 (or None).
 
         Shapes `[N, S, 1024]` / `[N, S, 1024, 4, 4]`, with a views axis after N when the store
@@ -500,12 +569,18 @@ class FeatureStore:
         return torch.from_numpy(out).to(device).float()
 
     def __repr__(self) -> str:
-        return (f"FeatureStore({self.path!r}, {len(self)} videos, {self.num_snippets} snippets, "
-                f"{self.views} view(s), backbone={self.attrs.get('backbone')!r})")
+        return (
+            f"FeatureStore({self.path!r}, {len(self)} videos, {self.num_snippets} snippets, "
+            f"{self.views} view(s), backbone={self.attrs.get('backbone')!r})"
+        )
 
 
-def join_shards(out: str | os.PathLike, keys: Sequence[Key | str], shard_paths: Sequence[str],
-                shard_rows: Sequence[np.ndarray]) -> bool:
+def join_shards(
+    out: str | os.PathLike,
+    keys: Sequence[Key | str],
+    shard_paths: Sequence[str],
+    shard_rows: Sequence[np.ndarray],
+) -> bool:
     """Joins shard stores into one master store at `out` with HDF5 virtual datasets.
 
     `shard_paths[i]` holds rows `shard_rows[i]` (a contiguous block) of `keys`. `keys` and
@@ -527,7 +602,7 @@ def join_shards(out: str | os.PathLike, keys: Sequence[Key | str], shard_paths: 
             complete &= bool(f.attrs.get("complete", False))
             errors += [(_attr_value(k), _attr_value(r)) for k, r in f["errors"][...]]
             for name in ("features", "feature_maps", "done", "warnings"):
-                if name not in f:      # only stores older than the warnings dataset lack one
+                if name not in f:  # only stores older than the warnings dataset lack one
                     missing.add(name)
                     continue
                 ds = f[name]
@@ -535,17 +610,31 @@ def join_shards(out: str | os.PathLike, keys: Sequence[Key | str], shard_paths: 
                     layouts[name] = h5py.VirtualLayout(shape=(len(keys),) + ds.shape[1:], dtype=ds.dtype)
                 if len(rows):
                     src = h5py.VirtualSource(os.path.basename(path), name, shape=ds.shape)
-                    layouts[name][int(rows[0]):int(rows[-1]) + 1] = src
+                    layouts[name][int(rows[0]) : int(rows[-1]) + 1] = src
     for name in missing:
         layouts.pop(name, None)
     with StoreLock(out):
-        _write_master_file(out, [key_to_str(k) for k in keys], layouts, errors, attrs or {},
-                           [os.path.basename(p) for p in shard_paths], complete)
+        _write_master_file(
+            out,
+            [key_to_str(k) for k in keys],
+            layouts,
+            errors,
+            attrs or {},
+            [os.path.basename(p) for p in shard_paths],
+            complete,
+        )
     return complete
 
 
-def _write_master_file(out: str, key_strs: list[str], layouts: dict, errors: list, attrs: dict,
-                       shard_names: list[str], complete: bool) -> None:
+def _write_master_file(
+    out: str,
+    key_strs: list[str],
+    layouts: dict,
+    errors: list,
+    attrs: dict,
+    shard_names: list[str],
+    complete: bool,
+) -> None:
     tmp = out + ".creating"
     try:
         with h5py.File(tmp, "w") as f:

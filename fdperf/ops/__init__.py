@@ -4,6 +4,7 @@ The kernels themselves live in csrc/ (C++ for the CPU, CUDA for the GPU) and are
 as torch.ops.fdperf.*; `fdperf.ops.reference` holds the pure-PyTorch oracles they are tested
 against.
 """
+
 import math
 
 import torch
@@ -81,17 +82,20 @@ def _segment_resample_setup(ctx, inputs, output):
 
 def _segment_resample_backward(ctx, grad):
     (bounds,) = ctx.saved_tensors
-    gx = torch.ops.fdperf.segment_resample_backward(grad, bounds, ctx.points, ctx.tokens,
-                                                    ctx.x_size, ctx.x_stride)
+    gx = torch.ops.fdperf.segment_resample_backward(
+        grad, bounds, ctx.points, ctx.tokens, ctx.x_size, ctx.x_stride
+    )
     return gx, None, None, None
 
 
-torch.library.register_autograd("fdperf::segment_resample", _segment_resample_backward,
-                                setup_context=_segment_resample_setup)
+torch.library.register_autograd(
+    "fdperf::segment_resample", _segment_resample_backward, setup_context=_segment_resample_setup
+)
 
 
-def segment_resample(x: torch.Tensor, bounds: torch.Tensor, points: int,
-                     tokens: bool = False) -> torch.Tensor:
+def segment_resample(
+    x: torch.Tensor, bounds: torch.Tensor, points: int, tokens: bool = False
+) -> torch.Tensor:
     """Cut x [B, C, T, *S] at bounds [B, L] and resample each segment to `points` frames.
 
     Segment j is frames [b_{j-1}, b_j) (b_{-1} = 0, b_L = T), linearly interpolated with
@@ -117,8 +121,7 @@ def _step_attention_fake(q, k, v, index, scale):
 
 @torch.library.register_fake("fdperf::step_attention_backward")
 def _step_attention_backward_fake(grad_out, q, k, v, index, out, lse, scale):
-    return (q.new_empty(q.shape), k.new_empty(k.shape),
-            v.new_empty(v.shape))
+    return (q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape))
 
 
 def _step_attention_setup(ctx, inputs, output):
@@ -131,17 +134,22 @@ def _step_attention_setup(ctx, inputs, output):
 
 def _step_attention_backward(ctx, grad_out, grad_lse):
     q, k, v, index, out, lse = ctx.saved_tensors
-    dq, dk, dv = torch.ops.fdperf.step_attention_backward(grad_out, q, k, v, index, out, lse,
-                                                          ctx.scale)
+    dq, dk, dv = torch.ops.fdperf.step_attention_backward(grad_out, q, k, v, index, out, lse, ctx.scale)
     return dq, dk, dv, None, None
 
 
-torch.library.register_autograd("fdperf::step_attention", _step_attention_backward,
-                                setup_context=_step_attention_setup)
+torch.library.register_autograd(
+    "fdperf::step_attention", _step_attention_backward, setup_context=_step_attention_setup
+)
 
 
-def step_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                   index: torch.Tensor | None = None, scale: float | None = None) -> torch.Tensor:
+def step_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    index: torch.Tensor | None = None,
+    scale: float | None = None,
+) -> torch.Tensor:
     """softmax(q @ k[index]^T * scale) @ v[index], each step s on its own, in one kernel.
 
     q [N, H, S, Lq, D]; k, v [E, H, S, Lk, D]; index int64 [N] naming the k/v row of each

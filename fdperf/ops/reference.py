@@ -4,6 +4,7 @@ They follow the published TSA code literally (a Python loop over samples, bounda
 back to the host, one F.interpolate per segment; plain matmul-softmax-matmul attention), so
 they are slow by design and exact by construction.
 """
+
 import torch
 import torch.nn.functional as F
 
@@ -27,7 +28,7 @@ def segment_resample_reference(x: torch.Tensor, bounds: torch.Tensor, points: in
         cuts = [0] + [int(t) for t in bounds[b].tolist()] + [T]
         segs = []
         for a, e in zip(cuts[:-1], cuts[1:]):
-            seg = x[b:b + 1, :, a:e]
+            seg = x[b : b + 1, :, a:e]
             segs.append(F.interpolate(seg, size=(points, *spatial), mode=mode, align_corners=True))
         out.append(torch.cat(segs, dim=2))
     return torch.cat(out, dim=0)
@@ -45,9 +46,13 @@ def segment_tokens_reference(x: torch.Tensor, bounds: torch.Tensor, points: int)
     return y.permute(0, 2, 3, 1).contiguous()
 
 
-def step_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                             index: torch.Tensor | None = None,
-                             scale: float | None = None) -> torch.Tensor:
+def step_attention_reference(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    index: torch.Tensor | None = None,
+    scale: float | None = None,
+) -> torch.Tensor:
     """softmax(q @ k[index]^T * scale) @ v[index] per step.
 
     q [N, H, S, Lq, D]; k, v [E, H, S, Lk, D]; index int64 [N] (None: row i uses row i).

@@ -10,6 +10,7 @@ docs/reference/predictions-csv.md), read by column name. Optional inputs add to 
 
 Rendering is headless (matplotlib's Agg backend).
 """
+
 from __future__ import annotations
 
 import csv
@@ -31,8 +32,8 @@ from .. import metrics as M  # noqa: E402
 NUM_FRAMES = 96
 REQUIRED = ("key", "true_score", "pred_score")
 STEP_COLOURS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3")
-VIDEO_DPI, VIDEO_SIZE = 100, (12.0, 8.0)      # per-video PNG: 1200 x 800 px
-SUMMARY_DPI, SUMMARY_SIZE = 100, (13.0, 5.5)   # summary PNG: 1300 x 550 px
+VIDEO_DPI, VIDEO_SIZE = 100, (12.0, 8.0)  # per-video PNG: 1200 x 800 px
+SUMMARY_DPI, SUMMARY_SIZE = 100, (13.0, 5.5)  # summary PNG: 1300 x 550 px
 
 
 class ReportError(ValueError):
@@ -42,7 +43,7 @@ class ReportError(ValueError):
 @dataclass
 class VideoRow:
     key: str
-    true_score: float | None      # None: a dive without a judged score (fdperf score)
+    true_score: float | None  # None: a dive without a judged score (fdperf score)
     pred_score: float
     dive_number: str = ""
     difficulty: float | None = None
@@ -52,8 +53,8 @@ class VideoRow:
     exemplar_keys: list = field(default_factory=list)
     exemplar_scores: list = field(default_factory=list)
     deltas: list = field(default_factory=list)
-    step_deltas: list = field(default_factory=list)   # per step: one value per exemplar
-    probs: np.ndarray | None = None                   # [96, L] transition probabilities
+    step_deltas: list = field(default_factory=list)  # per step: one value per exemplar
+    probs: np.ndarray | None = None  # [96, L] transition probabilities
 
 
 def _float(value, where):
@@ -80,6 +81,7 @@ def _numbered(columns, prefix, suffix=""):
 @dataclass(frozen=True)
 class _Columns:
     """The numbered columns a predictions CSV has (transitions, per-step deltas, probabilities)."""
+
     true_t: list
     pred_t: list
     steps: list
@@ -87,19 +89,29 @@ class _Columns:
 
     @classmethod
     def of(cls, columns):
-        return cls(_numbered(columns, "true_t"), _numbered(columns, "pred_t"),
-                   _numbered(columns, "step", "_deltas"), _numbered(columns, "prob_t"))
+        return cls(
+            _numbered(columns, "true_t"),
+            _numbered(columns, "pred_t"),
+            _numbered(columns, "step", "_deltas"),
+            _numbered(columns, "prob_t"),
+        )
 
 
 def _read_row(rec: dict, cols: _Columns, where: str) -> VideoRow:
     """One CSV record as a VideoRow; `where` is "file, line n" (the column is added)."""
+
     def num(c):
         return _float(rec[c], f"{where}, column {c}")
 
     def nums(c):
         return _floats(rec.get(c), f"{where}, column {c}")
-    row = VideoRow(key=rec["key"], true_score=num("true_score"), pred_score=num("pred_score"),
-                   dive_number=rec.get("dive_number") or "")
+
+    row = VideoRow(
+        key=rec["key"],
+        true_score=num("true_score"),
+        pred_score=num("pred_score"),
+        dive_number=rec.get("dive_number") or "",
+    )
     if rec.get("difficulty"):
         row.difficulty = num("difficulty")
     row.true_t = [int(num(c)) for c in cols.true_t if rec.get(c)]
@@ -112,8 +124,12 @@ def _read_row(rec: dict, cols: _Columns, where: str) -> VideoRow:
     row.step_deltas = [nums(c) for c in cols.steps]
     if not any(row.step_deltas):
         row.step_deltas = []
-    lengths = {len(row.exemplar_keys), len(row.exemplar_scores), len(row.deltas),
-               *(len(s) for s in row.step_deltas)} - {0}
+    lengths = {
+        len(row.exemplar_keys),
+        len(row.exemplar_scores),
+        len(row.deltas),
+        *(len(s) for s in row.step_deltas),
+    } - {0}
     if len(lengths) > 1:
         raise ReportError(f"{where}: exemplar lists of different lengths {sorted(lengths)}")
     probs = [nums(c) for c in cols.probs]
@@ -137,7 +153,8 @@ def read_predictions(path) -> list[VideoRow]:
         if missing:
             raise ReportError(
                 f"{path}: missing column(s) {', '.join(missing)} (has: {', '.join(columns) or 'none'}); "
-                "expected the predictions CSV of fdperf.evaluate (docs/reference/predictions-csv.md)")
+                "expected the predictions CSV of fdperf.evaluate (docs/reference/predictions-csv.md)"
+            )
         cols = _Columns.of(columns)
         rows = [_read_row(rec, cols, f"{path}, line {n}") for n, rec in enumerate(reader, start=2)]
     if not rows:
@@ -203,7 +220,8 @@ def _frame_strip(frames_dir, key, count=6):
     if not names:
         return None
     from PIL import Image
-    sampled = np.linspace(0, len(names) - 1, NUM_FRAMES).astype(int)   # the 96 sampled frames
+
+    sampled = np.linspace(0, len(names) - 1, NUM_FRAMES).astype(int)  # the 96 sampled frames
     picks = np.linspace(0, NUM_FRAMES - 1, count).round().astype(int)
     tiles = []
     for p in picks:
@@ -215,10 +233,23 @@ def _frame_strip(frames_dir, key, count=6):
 def _step_bar(ax, bounds, y, label, height):
     edges = [0, *bounds, NUM_FRAMES]
     for s in range(len(edges) - 1):
-        ax.barh(y, edges[s + 1] - edges[s], left=edges[s], height=height,
-                color=STEP_COLOURS[s % len(STEP_COLOURS)], edgecolor="white")
-        ax.text((edges[s] + edges[s + 1]) / 2, y, f"step {s + 1}", ha="center", va="center",
-                color="white", fontsize=8)
+        ax.barh(
+            y,
+            edges[s + 1] - edges[s],
+            left=edges[s],
+            height=height,
+            color=STEP_COLOURS[s % len(STEP_COLOURS)],
+            edgecolor="white",
+        )
+        ax.text(
+            (edges[s] + edges[s + 1]) / 2,
+            y,
+            f"step {s + 1}",
+            ha="center",
+            va="center",
+            color="white",
+            fontsize=8,
+        )
     ax.text(-1, y, label, ha="right", va="center", fontsize=9)
 
 
@@ -236,8 +267,9 @@ def draw_frame_strip(ax, strip) -> None:
         return
     picks, tiles = strip
     ax.imshow(np.concatenate(tiles, axis=1))
-    ax.set_xticks([(i + 0.5) * tiles[0].shape[1] for i in range(len(picks))],
-                  [f"frame {p}" for p in picks], fontsize=7)
+    ax.set_xticks(
+        [(i + 0.5) * tiles[0].shape[1] for i in range(len(picks))], [f"frame {p}" for p in picks], fontsize=7
+    )
     ax.set_yticks([])
 
 
@@ -247,8 +279,13 @@ def draw_transition_probabilities(ax, probs) -> None:
         ax.text(48, 0.5, "no transition probabilities for this method", ha="center", color="grey")
         return
     for k in range(probs.shape[1]):
-        ax.plot(np.arange(NUM_FRAMES), probs[:, k], color=STEP_COLOURS[(k + 1) % 5], lw=1.5,
-                label=f"P(transition {k + 1}) (left axis)")
+        ax.plot(
+            np.arange(NUM_FRAMES),
+            probs[:, k],
+            color=STEP_COLOURS[(k + 1) % 5],
+            lw=1.5,
+            label=f"P(transition {k + 1}) (left axis)",
+        )
 
 
 def draw_transitions(ax, row: VideoRow) -> None:
@@ -277,9 +314,15 @@ def draw_timeline(ax, row: VideoRow) -> None:
     ax.set_ylim(0, top * (1.1 + 0.32 * max(len(bars), 1)))
     ax.set_yticks([0, top / 2.2, top / 1.1], [f"{v:.2g}" for v in (0, top / 2.2, top / 1.1)])
     ax.set_xlabel("sampled frame (of 96)")
-    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), fontsize=8, ncol=5, frameon=False,
-              title="timeline" + (f" (tIoU {row.tiou:.2f})" if row.tiou is not None else ""),
-              title_fontsize=9)
+    ax.legend(
+        loc="lower center",
+        bbox_to_anchor=(0.5, 1.0),
+        fontsize=8,
+        ncol=5,
+        frameon=False,
+        title="timeline" + (f" (tIoU {row.tiou:.2f})" if row.tiou is not None else ""),
+        title_fontsize=9,
+    )
 
 
 def draw_step_deltas(ax, row: VideoRow) -> None:
@@ -290,7 +333,9 @@ def draw_step_deltas(ax, row: VideoRow) -> None:
         if row.step_deltas:
             width = 0.8 / len(row.step_deltas)
             for s, d in enumerate(row.step_deltas):
-                ax.bar(x - 0.4 + width * (s + 0.5), d, width, color=STEP_COLOURS[s % 5], label=f"step {s + 1}")
+                ax.bar(
+                    x - 0.4 + width * (s + 0.5), d, width, color=STEP_COLOURS[s % 5], label=f"step {s + 1}"
+                )
         ax.scatter(x, row.deltas, color="black", marker="D", s=18, zorder=3, label="delta (mean)")
         ax.axhline(0, color="grey", lw=0.8)
         ax.set_xticks(x, [f"{s:.1f}" for s in row.exemplar_scores] if row.exemplar_scores else x, fontsize=7)
@@ -314,8 +359,9 @@ def draw_votes(ax, row: VideoRow) -> None:
         ax.axhline(row.true_score, color="black", lw=1.5, label=f"true {row.true_score:.2f}")
     ax.axhline(row.pred_score, color="crimson", lw=1.5, ls="--", label=f"predicted {row.pred_score:.2f}")
     ax.set_ylabel("score")
-    ax.set_title("voting: predicted" + (" vs true" if row.true_score is not None else "") + " score",
-                 fontsize=10)
+    ax.set_title(
+        "voting: predicted" + (" vs true" if row.true_score is not None else "") + " score", fontsize=10
+    )
     ax.legend(fontsize=7)
 
 
@@ -324,8 +370,17 @@ def render_video(row: VideoRow, path, frames_dir=None, method: str = "") -> str:
     deltas per exemplar, the exemplars' votes against the true score."""
     strip = _frame_strip(frames_dir, row.key) if frames_dir else None
     fig = plt.figure(figsize=VIDEO_SIZE, dpi=VIDEO_DPI)
-    grid = fig.add_gridspec(3, 2, height_ratios=[1.25, 1.2, 1.4], hspace=0.45, wspace=0.22,
-                            left=0.08, right=0.98, top=0.9, bottom=0.08)
+    grid = fig.add_gridspec(
+        3,
+        2,
+        height_ratios=[1.25, 1.2, 1.4],
+        hspace=0.45,
+        wspace=0.22,
+        left=0.08,
+        right=0.98,
+        top=0.9,
+        bottom=0.08,
+    )
     fig.suptitle(video_title(row, method), fontsize=12)
     draw_frame_strip(fig.add_subplot(grid[0, :]), strip)
     draw_timeline(fig.add_subplot(grid[1, :]), row)
@@ -343,8 +398,14 @@ def draw_score_scatter(ax, methods: dict) -> None:
         true = np.array([r.true_score for r in rows])
         pred = np.array([r.pred_score for r in rows])
         m = split_metrics(rows)
-        ax.scatter(true, pred, s=22, alpha=0.8, color=STEP_COLOURS[i % 5],
-                   label=f"{name}: rho {m['rho']:.3f}, R-l2 {m['rl2']:.3f}")
+        ax.scatter(
+            true,
+            pred,
+            s=22,
+            alpha=0.8,
+            color=STEP_COLOURS[i % 5],
+            label=f"{name}: rho {m['rho']:.3f}, R-l2 {m['rl2']:.3f}",
+        )
         lo, hi = min(lo, true.min(), pred.min()), max(hi, true.max(), pred.max())
     pad = 0.05 * (hi - lo + 1e-9)
     ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="grey", lw=1, ls=":")
@@ -381,8 +442,9 @@ def draw_training_curves(ax_loss, logs: dict) -> None:
 
 def render_summary(methods: dict, logs: dict, path) -> str:
     """Predicted vs true scores of every method, and the training curves."""
-    fig, (ax, ax_loss) = plt.subplots(1, 2, figsize=SUMMARY_SIZE, dpi=SUMMARY_DPI,
-                                      gridspec_kw={"left": 0.06, "right": 0.93, "wspace": 0.3})
+    fig, (ax, ax_loss) = plt.subplots(
+        1, 2, figsize=SUMMARY_SIZE, dpi=SUMMARY_DPI, gridspec_kw={"left": 0.06, "right": 0.93, "wspace": 0.3}
+    )
     draw_score_scatter(ax, methods)
     draw_training_curves(ax_loss, logs)
     fig.savefig(path, dpi=SUMMARY_DPI)
@@ -398,9 +460,11 @@ def _metric_rows(methods: dict) -> list[str]:
     rows = []
     for name, rs in methods.items():
         m = split_metrics(rs)
-        rows.append(f"<tr><td>{html.escape(name)}</td><td>{m['rho']:.4f}</td><td>{m['rl2']:.4f}</td>"
-                    f"<td>{_fmt(m.get('aiou50'), 2)}</td><td>{_fmt(m.get('aiou75'), 2)}</td>"
-                    f"<td>{m['num_videos']}</td></tr>")
+        rows.append(
+            f"<tr><td>{html.escape(name)}</td><td>{m['rho']:.4f}</td><td>{m['rl2']:.4f}</td>"
+            f"<td>{_fmt(m.get('aiou50'), 2)}</td><td>{_fmt(m.get('aiou75'), 2)}</td>"
+            f"<td>{m['num_videos']}</td></tr>"
+        )
     return rows
 
 
@@ -410,9 +474,11 @@ def _video_rows(rows: list, video_pngs: dict) -> list[str]:
     for r in rows:
         png = video_pngs.get(r.key)
         link = f'<a href="{esc(png)}">{esc(r.key)}</a>' if png else esc(r.key)
-        out.append(f"<tr><td>{link}</td><td>{esc(r.dive_number)}</td><td>{r.true_score:.2f}</td>"
-                   f"<td>{r.pred_score:.2f}</td><td>{r.pred_score - r.true_score:+.2f}</td>"
-                   f"<td>{_fmt(r.tiou, 2)}</td></tr>")
+        out.append(
+            f"<tr><td>{link}</td><td>{esc(r.dive_number)}</td><td>{r.true_score:.2f}</td>"
+            f"<td>{r.pred_score:.2f}</td><td>{r.pred_score - r.true_score:+.2f}</td>"
+            f"<td>{_fmt(r.tiou, 2)}</td></tr>"
+        )
     return out
 
 
@@ -450,7 +516,7 @@ class Report:
     out_dir: str
     index: str
     summary: str
-    videos: dict          # key -> PNG path
+    videos: dict  # key -> PNG path
 
 
 def _attach_probabilities(rows: list, probabilities) -> None:
@@ -466,6 +532,7 @@ def _render_videos(rows: list, out_dir, frames_dir, method: str, progress: bool)
     iterator = rows
     if progress:
         from tqdm import tqdm
+
         iterator = tqdm(rows, desc="report", unit="video", leave=False)
     videos = {}
     for r in iterator:
@@ -475,10 +542,19 @@ def _render_videos(rows: list, out_dir, frames_dir, method: str, progress: bool)
     return videos
 
 
-def write_report(predictions, out_dir, *, method: str = "TSA", compare: dict | None = None,
-                 train_logs: dict | None = None, probabilities=None, frames_dir=None,
-                 max_videos: int | None = None, title: str = "fdperf report",
-                 progress: bool = False) -> Report:
+def write_report(
+    predictions,
+    out_dir,
+    *,
+    method: str = "TSA",
+    compare: dict | None = None,
+    train_logs: dict | None = None,
+    probabilities=None,
+    frames_dir=None,
+    max_videos: int | None = None,
+    title: str = "fdperf report",
+    progress: bool = False,
+) -> Report:
     """Writes `summary.png`, `videos/<key>.png` per test video and `index.html` into `out_dir`.
 
     predictions: a predictions CSV path (or rows from read_predictions) of `method`;

@@ -6,6 +6,7 @@ springboard table; they only need a realistic spread. Sub-action type ids are th
 `Sub_action_Types_Table.pkl` (copied in SUB_ACTION_TYPES) so that the synthetic labels read like
 the real ones.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,16 +15,48 @@ import numpy as np
 
 # FineDiving's sub-action type table (type id -> name), as published with the dataset.
 SUB_ACTION_TYPES = {
-    1: "Forward", 2: "Back", 3: "Reverse", 4: "Inward", 5: "Arm.Forward", 6: "Arm.Back",
-    7: "Arm.Reverse", 8: "1 Som.Straight", 9: "1.5 Soms.Straight", 10: "2 Soms.Straight",
-    11: "2.5 Soms.Straight", 12: "1 Som.Pike", 13: "1.5 Soms.Pike", 14: "2 Soms.Pike",
-    15: "2.5 Soms.Pike", 16: "3 Soms.Pike", 17: "3.5 Soms.Pike", 18: "4 Soms.Pike",
-    19: "4.5 Soms.Pike", 20: "1 Som.Tuck", 21: "1.5 Soms.Tuck", 22: "2 Soms.Tuck",
-    23: "2.5 Soms.Tuck", 24: "3 Soms.Tuck", 25: "3.5 Soms.Tuck", 26: "4 Soms.Tuck",
-    27: "4.5 Soms.Tuck", 28: "5.5 Soms.Tuck", 29: "0.5 Twist", 30: "1 Twist", 31: "1.5 Twists",
-    32: "2 Twists", 33: "2.5 Twists", 34: "3 Twists", 35: "3.5 Twists", 36: "Entry",
-    37: "0.5 Som.Pike", 38: "Background", 39: "0.5 Som.Straight", 40: "0.5 Som.Tuck",
-    41: "4 Twists", 42: "4.5 Twists",
+    1: "Forward",
+    2: "Back",
+    3: "Reverse",
+    4: "Inward",
+    5: "Arm.Forward",
+    6: "Arm.Back",
+    7: "Arm.Reverse",
+    8: "1 Som.Straight",
+    9: "1.5 Soms.Straight",
+    10: "2 Soms.Straight",
+    11: "2.5 Soms.Straight",
+    12: "1 Som.Pike",
+    13: "1.5 Soms.Pike",
+    14: "2 Soms.Pike",
+    15: "2.5 Soms.Pike",
+    16: "3 Soms.Pike",
+    17: "3.5 Soms.Pike",
+    18: "4 Soms.Pike",
+    19: "4.5 Soms.Pike",
+    20: "1 Som.Tuck",
+    21: "1.5 Soms.Tuck",
+    22: "2 Soms.Tuck",
+    23: "2.5 Soms.Tuck",
+    24: "3 Soms.Tuck",
+    25: "3.5 Soms.Tuck",
+    26: "4 Soms.Tuck",
+    27: "4.5 Soms.Tuck",
+    28: "5.5 Soms.Tuck",
+    29: "0.5 Twist",
+    30: "1 Twist",
+    31: "1.5 Twists",
+    32: "2 Twists",
+    33: "2.5 Twists",
+    34: "3 Twists",
+    35: "3.5 Twists",
+    36: "Entry",
+    37: "0.5 Som.Pike",
+    38: "Background",
+    39: "0.5 Som.Straight",
+    40: "0.5 Som.Tuck",
+    41: "4 Twists",
+    42: "4.5 Twists",
 }
 ENTRY = 36
 
@@ -39,10 +72,10 @@ GROUPS = {
 @dataclass(frozen=True)
 class DiveKind:
     dive_number: str
-    group: str             # a key of GROUPS
-    somersaults: float     # 1.5, 2.5, 3.5: an odd number of halves, so every entry is head first
-    position: str          # "straight", "pike" or "tuck"
-    twists: float          # 0 for non-twisting dives
+    group: str  # a key of GROUPS
+    somersaults: float  # 1.5, 2.5, 3.5: an odd number of halves, so every entry is head first
+    position: str  # "straight", "pike" or "tuck"
+    twists: float  # 0 for non-twisting dives
     difficulty: float
 
     def step_types(self) -> list[int]:
@@ -77,7 +110,7 @@ CATALOGUE = (
 # How much each step's execution counts in a judge's award (take-off, flight, entry).
 STEP_WEIGHTS = (0.35, 0.3, 0.35)
 NUM_JUDGES = 5
-JUDGE_NOISE = 0.3      # standard deviation of one judge's opinion, in award points
+JUDGE_NOISE = 0.3  # standard deviation of one judge's opinion, in award points
 
 
 def judge_awards(qualities, rng: np.random.Generator) -> list[float]:

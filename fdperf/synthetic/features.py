@@ -6,6 +6,7 @@ in every step, and the score is `60 + 8 * (q_1 - q_2 + q_3)` (q_s of step s). Av
 (what F+R sees) mixes the steps' qualities, so only a model that segments the video and compares
 step by step can read the score off the features.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,7 +16,7 @@ import numpy as np
 from ..data import Annotations, Sample, write_annotations
 from ..features.store import FeatureStoreWriter
 
-STEP_TYPES = (1, 13, 36)       # Forward, 1.5 Soms.Pike, Entry (FineDiving's type ids)
+STEP_TYPES = (1, 13, 36)  # Forward, 1.5 Soms.Pike, Entry (FineDiving's type ids)
 WEIGHTS = np.array([1.0, -1.0, 1.0])
 
 
@@ -24,9 +25,18 @@ def _snippet_steps(t1: int, t2: int, snippets: int = 9) -> np.ndarray:
     return (centres >= t1).astype(int) + (centres >= t2).astype(int)
 
 
-def make_synthetic_features(out_dir, n_train: int = 96, n_test: int = 48, seed: int = 0,
-                            map_size: int = 1, dive_numbers: int = 4, noise: float = 0.3,
-                            pattern_scale: float = 1.0, views: int = 1, late_share: float = 0.0):
+def make_synthetic_features(
+    out_dir,
+    n_train: int = 96,
+    n_test: int = 48,
+    seed: int = 0,
+    map_size: int = 1,
+    dive_numbers: int = 4,
+    noise: float = 0.3,
+    pattern_scale: float = 1.0,
+    views: int = 1,
+    late_share: float = 0.0,
+):
     """Writes `features.h5` (through fdperf's FeatureStoreWriter) and `Annotations/` (the six
     FineDiving files, through fdperf's annotations writer) into `out_dir`; returns (store path,
     Annotations).
@@ -58,24 +68,39 @@ def make_synthetic_features(out_dir, n_train: int = 96, n_test: int = 48, seed: 
         q = rng.standard_normal(3).astype(np.float32)
         steps = _snippet_steps(t1, t2)
         feats[i] = patterns[steps] + q[steps, None] * v + noise * rng.standard_normal((9, 1024))
-        labels = np.concatenate([np.full(t1, STEP_TYPES[0]), np.full(t2 - t1, STEP_TYPES[1]),
-                                 np.full(96 - t2, STEP_TYPES[2])]).astype(np.int64)
+        labels = np.concatenate(
+            [np.full(t1, STEP_TYPES[0]), np.full(t2 - t1, STEP_TYPES[1]), np.full(96 - t2, STEP_TYPES[2])]
+        ).astype(np.int64)
         dn = f"{101 + 2 * (i % dive_numbers)}b"
         score = float(60.0 + 8.0 * (WEIGHTS @ q))
-        samples[key] = Sample(key=key, dive_number=dn, score=score, difficulty=2.0 + 0.1 * (i % dive_numbers),
-                              frame_labels=labels, transit_frames=np.array([t1, t2], np.int64),
-                              sub_action_names={t: str(t) for t in STEP_TYPES})
+        samples[key] = Sample(
+            key=key,
+            dive_number=dn,
+            score=score,
+            difficulty=2.0 + 0.1 * (i % dive_numbers),
+            frame_labels=labels,
+            transit_frames=np.array([t1, t2], np.int64),
+            sub_action_names={t: str(t) for t in STEP_TYPES},
+        )
         keys.append(key)
-    maps = feats[..., None, None] + noise * rng.standard_normal(
-        (n, 9, 1024, map_size, map_size)).astype(np.float32)
+    maps = feats[..., None, None] + noise * rng.standard_normal((n, 9, 1024, map_size, map_size)).astype(
+        np.float32
+    )
     if views > 1:  # augmented views: small per-view perturbations of the same video
         feats = feats[:, None] + 0.1 * noise * rng.standard_normal((n, views, 9, 1024)).astype(np.float32)
-        maps = maps[:, None] + 0.1 * noise * rng.standard_normal(
-            (n, views) + maps.shape[1:]).astype(np.float32)
+        maps = maps[:, None] + 0.1 * noise * rng.standard_normal((n, views) + maps.shape[1:]).astype(
+            np.float32
+        )
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, "features.h5")
-    with FeatureStoreWriter(path, keys, attrs={"backbone": "synthetic", "weights_sha256": "random-init"},
-                            views=views, map_size=map_size, overwrite=True) as store:
+    with FeatureStoreWriter(
+        path,
+        keys,
+        attrs={"backbone": "synthetic", "weights_sha256": "random-init"},
+        views=views,
+        map_size=map_size,
+        overwrite=True,
+    ) as store:
         store.write(np.arange(n), feats, maps)
         store.finish()
     folder = os.path.join(out_dir, "Annotations")

@@ -8,6 +8,7 @@ Layout under `out`:
 Every dive draws its plan from its own seed sequence `(seed, dive number in the set)`, so the set
 is the same for a seed whatever the number of worker processes.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,23 +26,22 @@ from ..version import __version__
 from .dives import CATALOGUE, SUB_ACTION_TYPES, DiveKind, dive_score, judge_awards
 from .render import DivePlan, DiveRenderer
 
-EVENT_SIZE = 12          # dives per synthetic event (a competition round)
+EVENT_SIZE = 12  # dives per synthetic event (a competition round)
 SUITS = ((222, 46, 40), (230, 70, 30), (205, 40, 70))
 MANIFEST = "synth.json"
 
 
 @dataclass(frozen=True)
 class SyntheticDive:
-    key: tuple              # (event, index)
+    key: tuple  # (event, index)
     plan: DivePlan
-    awards: list            # the five judges' awards
+    awards: list  # the five judges' awards
     score: float
 
     @property
     def frame_labels(self) -> np.ndarray:
         types = self.plan.kind.step_types()
-        return np.concatenate([np.full(n, t, dtype=np.int64)
-                               for n, t in zip(self.plan.step_frames, types)])
+        return np.concatenate([np.full(n, t, dtype=np.int64) for n, t in zip(self.plan.step_frames, types)])
 
 
 @dataclass(frozen=True)
@@ -80,10 +80,17 @@ def plan_dive(kind: DiveKind, rng: np.random.Generator, late: str | None = None)
         n2b = int(round(n2 * twist_share))
         steps = (n1, n2 - n2b, n2b, n3)
         twist_share = n2b / n2
-    return DivePlan(kind=kind, qualities=qualities, step_frames=steps, twist_share=twist_share,
-                    x_offset=float(rng.uniform(-5, 5)), tilt_sign=int(rng.choice([-1, 1])),
-                    brightness=float(rng.uniform(0.94, 1.06)),
-                    suit=SUITS[int(rng.integers(len(SUITS)))], spray_seed=int(rng.integers(2**31)))
+    return DivePlan(
+        kind=kind,
+        qualities=qualities,
+        step_frames=steps,
+        twist_share=twist_share,
+        x_offset=float(rng.uniform(-5, 5)),
+        tilt_sign=int(rng.choice([-1, 1])),
+        brightness=float(rng.uniform(0.94, 1.06)),
+        suit=SUITS[int(rng.integers(len(SUITS)))],
+        spray_seed=int(rng.integers(2**31)),
+    )
 
 
 def sample_dives(num_videos: int, seed: int = 0, kinds=CATALOGUE, late_share: float = 0.0) -> list:
@@ -95,7 +102,7 @@ def sample_dives(num_videos: int, seed: int = 0, kinds=CATALOGUE, late_share: fl
         raise ValueError(f"late_share must be in [0, 1], got {late_share}")
     if num_videos < 1:
         raise ValueError(f"num_videos must be >= 1, got {num_videos}")
-    kinds = kinds[:max(1, min(len(kinds), num_videos // 4))]
+    kinds = kinds[: max(1, min(len(kinds), num_videos // 4))]
     order = np.random.default_rng([seed, 1]).permutation(num_videos)
     dives = []
     for i in range(num_videos):
@@ -135,11 +142,18 @@ def dive_records(dives: list) -> list:
     for d in dives:
         kind, labels = d.plan.kind, d.frame_labels
         first = start.get(d.key[0], 250)
-        records.append(AnnotationRecord(
-            key=d.key, dive_number=kind.dive_number, score=float(d.score),
-            difficulty=float(kind.difficulty), frame_labels=labels,
-            sub_action_names={t: SUB_ACTION_TYPES[t] for t in kind.step_types()},
-            judge_scores=[float(a) for a in d.awards], start_frame=int(first)))
+        records.append(
+            AnnotationRecord(
+                key=d.key,
+                dive_number=kind.dive_number,
+                score=float(d.score),
+                difficulty=float(kind.difficulty),
+                frame_labels=labels,
+                sub_action_names={t: SUB_ACTION_TYPES[t] for t in kind.step_types()},
+                judge_scores=[float(a) for a in d.awards],
+                start_frame=int(first),
+            )
+        )
         start[d.key[0]] = first + len(labels) + 1500
     return records
 
@@ -173,16 +187,29 @@ def read_manifest(root: str) -> dict | None:
 
 
 def manifest_for(num_videos: int, seed: int, test_share: float, late_share: float = 0.0) -> dict:
-    out = {"generator": "fdperf.synthetic", "fdperf_version": __version__,
-           "videos": int(num_videos), "seed": int(seed), "test_share": float(test_share)}
+    out = {
+        "generator": "fdperf.synthetic",
+        "fdperf_version": __version__,
+        "videos": int(num_videos),
+        "seed": int(seed),
+        "test_share": float(test_share),
+    }
     if late_share:
         out["late_share"] = float(late_share)
     return out
 
 
-def generate_dataset(out: str, num_videos: int = 120, seed: int = 0, *, test_share: float = 0.25,
-                     workers: int | None = None, overwrite: bool = False,
-                     progress: bool = True, late_share: float = 0.0) -> SyntheticDataset:
+def generate_dataset(
+    out: str,
+    num_videos: int = 120,
+    seed: int = 0,
+    *,
+    test_share: float = 0.25,
+    workers: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    late_share: float = 0.0,
+) -> SyntheticDataset:
     """Generates `num_videos` synthetic dives under `out` (see the module docstring).
 
     Refuses an `out` that already holds frames/, Annotations/ or synth.json unless `overwrite`
@@ -193,8 +220,10 @@ def generate_dataset(out: str, num_videos: int = 120, seed: int = 0, *, test_sha
     ann_dir = os.path.join(out, "Annotations")
     existing = [p for p in (frames_dir, ann_dir, os.path.join(out, MANIFEST)) if os.path.exists(p)]
     if existing and not overwrite:
-        raise FileExistsError(f"{out} already holds a generated set ({', '.join(existing)}); "
-                              "pass overwrite=True (--overwrite) to replace it")
+        raise FileExistsError(
+            f"{out} already holds a generated set ({', '.join(existing)}); "
+            "pass overwrite=True (--overwrite) to replace it"
+        )
     for p in existing:
         shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
     dives = sample_dives(num_videos, seed, late_share=late_share)
@@ -222,4 +251,5 @@ def generate_dataset(out: str, num_videos: int = 120, seed: int = 0, *, test_sha
 
 def _progress(total, desc, enabled):
     from tqdm import tqdm
+
     return tqdm(total=total, desc=desc, unit="dive", disable=not enabled, leave=False)

@@ -10,6 +10,7 @@ Each step's execution quality (in [0, 1]) changes only the frames of that step, 
 - entry: body tilt, legs apart, splash width/height/amount of spray.
 The flight starts where the take-off ends (its apex), as in a real dive.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,10 +22,10 @@ from PIL import Image, ImageDraw
 from .dives import GROUPS, DiveKind
 
 WIDTH, HEIGHT = 455, 256
-BOARD_Y = 150          # top of the springboard
-BOARD_TIP_X = 172      # free end of the board
-WATER_Y = 192          # water surface
-BOARD_DIP = 14         # board bend (px) at its tip for the best take-off
+BOARD_Y = 150  # top of the springboard
+BOARD_TIP_X = 172  # free end of the board
+WATER_Y = 192  # water surface
+BOARD_DIP = 14  # board bend (px) at its tip for the best take-off
 
 # Body segment lengths and widths (px).
 TORSO, NECK, HEAD_R, THIGH, SHIN, ARM = 22, 2, 6.5, 14, 14, 23
@@ -41,15 +42,16 @@ FOAM = (214, 236, 250)
 @dataclass(frozen=True)
 class DivePlan:
     """Everything that decides a dive's pixels; rendering it is deterministic."""
+
     kind: DiveKind
-    qualities: tuple        # (take-off, flight, entry), each in [0, 1]
-    step_frames: tuple      # frames of take-off, flight (somersaults [+ twists]), entry
-    twist_share: float      # share of the flight frames spent twisting (0 without twists)
-    x_offset: float         # where the diver stands, px (nuisance)
-    tilt_sign: int          # side of a bad entry's tilt (nuisance)
-    brightness: float       # scene lighting (nuisance)
-    suit: tuple             # suit colour (nuisance)
-    spray_seed: int         # positions of the splash droplets
+    qualities: tuple  # (take-off, flight, entry), each in [0, 1]
+    step_frames: tuple  # frames of take-off, flight (somersaults [+ twists]), entry
+    twist_share: float  # share of the flight frames spent twisting (0 without twists)
+    x_offset: float  # where the diver stands, px (nuisance)
+    tilt_sign: int  # side of a bad entry's tilt (nuisance)
+    brightness: float  # scene lighting (nuisance)
+    suit: tuple  # suit colour (nuisance)
+    spray_seed: int  # positions of the splash droplets
 
     @property
     def num_frames(self) -> int:
@@ -59,14 +61,14 @@ class DivePlan:
 @dataclass
 class Pose:
     hip: tuple
-    theta: float            # torso direction, degrees clockwise from "head up"
-    facing: int             # +1: front of the body towards the water (+x); -1: towards the board
+    theta: float  # torso direction, degrees clockwise from "head up"
+    facing: int  # +1: front of the body towards the water (+x); -1: towards the board
     hip_flex: float = 0.0
     knee_flex: float = 0.0
     arms: tuple = (0.0, 0.0)  # per arm, degrees: 0 along the side, 180 overhead
     leg_split: float = 0.0
     width_scale: float = 1.0  # < 1 while twisting (the body turns edge-on)
-    chest: bool = False       # chest stripe visible (twisting: facing the camera)
+    chest: bool = False  # chest stripe visible (twisting: facing the camera)
 
 
 def _dir(deg: float) -> np.ndarray:
@@ -124,13 +126,13 @@ def background(brightness: float) -> np.ndarray:
     img = np.empty((HEIGHT, WIDTH, 3), dtype=np.float32)
     t = np.linspace(0.0, 1.0, WATER_Y)[:, None]
     img[:WATER_Y] = (np.array([22, 30, 58]) * (1 - t) + np.array([52, 62, 92]) * t)[:, None, :]
-    img[40:52, 250:440] = (70, 78, 110)                    # scoreboard band on the far wall
+    img[40:52, 250:440] = (70, 78, 110)  # scoreboard band on the far wall
     for x in range(262, 430, 28):
-        img[43:49, x:x + 14] = (150, 160, 60)
+        img[43:49, x : x + 14] = (150, 160, 60)
     depth = np.linspace(0.0, 1.0, HEIGHT - WATER_Y)[:, None]
     img[WATER_Y:] = (np.array([20, 120, 200]) * (1 - depth) + np.array([8, 64, 140]) * depth)[:, None, :]
-    for y in range(WATER_Y + 6, HEIGHT, 14):                # lane ropes, seen in perspective
-        img[y:y + 2] = (200, 200, 210)
+    for y in range(WATER_Y + 6, HEIGHT, 14):  # lane ropes, seen in perspective
+        img[y : y + 2] = (200, 200, 210)
     img *= brightness
     return np.clip(img, 0, 255).astype(np.uint8)
 
@@ -142,8 +144,8 @@ def _draw_board(draw, dip: float):
     bottom = [(x, y + 7) for x, y in reversed(top)]
     draw.polygon(top + bottom, fill=(232, 228, 214))
     draw.line(top, fill=(250, 250, 245), width=2)
-    draw.rectangle([28, BOARD_Y + 7, 52, WATER_Y], fill=(90, 90, 100))       # stand
-    draw.rectangle([0, WATER_Y - 4, 80, WATER_Y], fill=(120, 120, 130))      # deck edge
+    draw.rectangle([28, BOARD_Y + 7, 52, WATER_Y], fill=(90, 90, 100))  # stand
+    draw.rectangle([0, WATER_Y - 4, 80, WATER_Y], fill=(120, 120, 130))  # deck edge
 
 
 def _smooth(x):
@@ -162,8 +164,8 @@ class DiveRenderer:
         self.skin = (240, 192, 150)
         self.x0 = BOARD_TIP_X - 7 + plan.x_offset - (4 if self.facing < 0 else 0)
         q1, q2, q3 = plan.qualities
-        self.jump = 6.0 + 24.0 * q1                              # take-off height (px)
-        self.theta0 = self.rot * (3.0 + 30.0 * (1.0 - q1))      # lean when leaving the board
+        self.jump = 6.0 + 24.0 * q1  # take-off height (px)
+        self.theta0 = self.rot * (3.0 + 30.0 * (1.0 - q1))  # lean when leaving the board
         self.apex = (self.x0 + 12.0, STAND_HIP - self.jump)
         self.theta_end = self.rot * 360.0 * plan.kind.somersaults
         self.tilt = plan.tilt_sign * 35.0 * (1.0 - q3)
@@ -172,8 +174,9 @@ class DiveRenderer:
         self.entry_hip = (self.apex[0] + 34.0, WATER_Y - reach)
         spray = np.random.default_rng(plan.spray_seed)
         n = int(12 + 110 * (1.0 - q3))
-        self.drops = np.stack([spray.uniform(-1, 1, n), spray.uniform(0, 1, n) ** 0.7,
-                               spray.uniform(0, 1, n)], axis=1)
+        self.drops = np.stack(
+            [spray.uniform(-1, 1, n), spray.uniform(0, 1, n) ** 0.7, spray.uniform(0, 1, n)], axis=1
+        )
 
     # -- poses per step; u runs over [0, 1] within the step ------------------------------------
     def _takeoff(self, u: float):
@@ -181,25 +184,32 @@ class DiveRenderer:
         f = self.facing
         depth = 0.4 + 0.6 * q1
         asym = 70.0 * (1.0 - q1)
-        if u < 0.3:                                   # stand, swing the arms up
+        if u < 0.3:  # stand, swing the arms up
             s = _smooth(u / 0.3)
             pose = Pose((0, 0), 0.0, f, arms=(180 * s, 180 * s))
             dip = 0.0
-        elif u < 0.55:                                # crouch, arms swing back, the board bends
+        elif u < 0.55:  # crouch, arms swing back, the board bends
             s = _smooth((u - 0.3) / 0.25)
             arms = 180 - 220 * s
-            pose = Pose((0, 0), 8.0 * f * s, f, hip_flex=50 * depth * s, knee_flex=95 * depth * s,
-                        arms=(arms, arms))
+            pose = Pose(
+                (0, 0), 8.0 * f * s, f, hip_flex=50 * depth * s, knee_flex=95 * depth * s, arms=(arms, arms)
+            )
             dip = BOARD_DIP * q1 * s
-        else:                                         # spring: legs extend, rise to the apex
+        else:  # spring: legs extend, rise to the apex
             s = (u - 0.55) / 0.45
             e = _smooth(s / 0.3)
             arms = -40 + 220 * e
             lean = self.theta0 * _smooth(s) + 8.0 * f * (1 - e)
-            pose = Pose((0, 0), lean, f, hip_flex=50 * depth * (1 - e), knee_flex=95 * depth * (1 - e),
-                        arms=(arms, arms - asym * e))
+            pose = Pose(
+                (0, 0),
+                lean,
+                f,
+                hip_flex=50 * depth * (1 - e),
+                knee_flex=95 * depth * (1 - e),
+                arms=(arms, arms - asym * e),
+            )
             dip = BOARD_DIP * q1 * (1 - _smooth(s / 0.25))
-            if s > 0.25:                              # airborne
+            if s > 0.25:  # airborne
                 r = (s - 0.25) / 0.75
                 rise = self.jump * (1 - (1 - r) ** 2)
                 x = self.x0 + (self.apex[0] - self.x0) * r
@@ -228,9 +238,15 @@ class DiveRenderer:
         y = self.apex[1] + (self.entry_hip[1] - self.apex[1]) * u * u
         # An unsteady flight bobs up and down around its arc (zero at both ends of the step).
         y += (1.0 - q2) * 22.0 * env * math.sin(4 * math.pi * u)
-        pose = Pose((x, y), theta, self.facing, hip_flex=hip_flex * tight * env,
-                    knee_flex=knee_flex * tight * env, arms=(base_arm + flail, base_arm - flail),
-                    leg_split=90.0 * (1.0 - q2) * env)
+        pose = Pose(
+            (x, y),
+            theta,
+            self.facing,
+            hip_flex=hip_flex * tight * env,
+            knee_flex=knee_flex * tight * env,
+            arms=(base_arm + flail, base_arm - flail),
+            leg_split=90.0 * (1.0 - q2) * env,
+        )
         if share and u > tuck_end - 0.05:
             tw = _smooth((u - (tuck_end - 0.05)) / (share + 0.05))
             tau = math.radians(360.0 * self.kind.twists * tw)

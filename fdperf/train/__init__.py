@@ -10,6 +10,7 @@ fallback to eager execution when capture fails.
 `train` runs named stages: prepare the data, build the model, resume, build the steps, then per
 epoch run it and evaluate/checkpoint, and finally summarise. Options live in `TrainConfig`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,11 +28,25 @@ from ..data import ExemplarSampler, voting_exemplars
 from ..device import resolve_device
 from ..errors import UserError
 from ..evaluate import score_metrics, vote
-from ..features.videoset import (VideoSet, as_annotations, dive_vocabulary, load_store, open_store,
-                                 store_identity, video_set)
+from ..features.videoset import (
+    VideoSet,
+    as_annotations,
+    dive_vocabulary,
+    load_store,
+    open_store,
+    store_identity,
+    video_set,
+)
 from ..tsa import build_model
-from ..tsa.checkpoint import (CheckpointError, StoreMismatch, check_store, identity_differences,
-                              model_checkpoint, read_checkpoint, save_checkpoint)
+from ..tsa.checkpoint import (
+    CheckpointError,
+    StoreMismatch,
+    check_store,
+    identity_differences,
+    model_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
 from ..version import __version__
 from .config import RESUME_GUARDED, ConfigError, TrainConfig
 from .step import TrainStep
@@ -46,37 +61,39 @@ class TrainingDiverged(UserError, FloatingPointError):
 @dataclass
 class TrainResult:
     out_dir: Path
-    best_checkpoint: Path | None           # highest test rho over the evaluated epochs (as the reference)
-    last_checkpoint: Path                  # weights after the last epoch
-    summary_path: Path                     # train_summary.json
-    best: dict                             # metrics of the best epoch (selected on test rho!)
-    last: dict                             # metrics of the last epoch: the honest held-out figure
+    best_checkpoint: Path | None  # highest test rho over the evaluated epochs (as the reference)
+    last_checkpoint: Path  # weights after the last epoch
+    summary_path: Path  # train_summary.json
+    best: dict  # metrics of the best epoch (selected on test rho!)
+    last: dict  # metrics of the last epoch: the honest held-out figure
     history: list = field(default_factory=list, repr=False)
-    step_mode: str = "eager"               # "cuda-graph" or "eager"
+    step_mode: str = "eager"  # "cuda-graph" or "eager"
 
 
 @dataclass
 class TrainData:
     """Everything training reads from the store and the annotations, on the device."""
-    vocab: list                            # dive numbers seen in training
-    views: int                             # augmented views of the training store (1: none)
+
+    vocab: list  # dive numbers seen in training
+    views: int  # augmented views of the training store (1: none)
     train_set: VideoSet
     test_set: VideoSet
-    exemplar_set: VideoSet                 # training videos as voters (in the evaluation view)
+    exemplar_set: VideoSet  # training videos as voters (in the evaluation view)
     vote_rows: torch.Tensor
     vote_valid: torch.Tensor
     sampler: ExemplarSampler
-    eval_store_check: dict | None = None   # an allowed identity difference of --eval-store
+    eval_store_check: dict | None = None  # an allowed identity difference of --eval-store
 
 
 @dataclass
 class RunState:
     """What an epoch updates and a checkpoint saves (and `--resume` restores)."""
+
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
-    gen: torch.Generator                   # batches, exemplars and views of every epoch
-    settings: dict                         # recorded in checkpoints and train_summary.json
-    store_identity: dict                   # of the training store, recorded in checkpoints
+    gen: torch.Generator  # batches, exemplars and views of every epoch
+    settings: dict  # recorded in checkpoints and train_summary.json
+    store_identity: dict  # of the training store, recorded in checkpoints
     out: Path
     start_epoch: int = 0
     history: list = field(default_factory=list)
@@ -94,6 +111,7 @@ class RunState:
 @dataclass
 class Steps:
     """The full-batch step, the step of the last partial batch (or None) and their slices."""
+
     step: TrainStep
     tail: TrainStep | None
     batch: int
@@ -118,32 +136,45 @@ def _stderr(line: str) -> None:
 
 
 def _log_line(epoch, max_epoch, rec):
-    parts = [f"epoch {epoch + 1}/{max_epoch}", f"loss {rec['loss']:.4f}", f"train rho {rec['train_rho']:.4f}",
-             f"{rec['seconds']:.2f}s", "gt transitions" if rec["gt_transitions"] else "predicted transitions"]
+    parts = [
+        f"epoch {epoch + 1}/{max_epoch}",
+        f"loss {rec['loss']:.4f}",
+        f"train rho {rec['train_rho']:.4f}",
+        f"{rec['seconds']:.2f}s",
+        "gt transitions" if rec["gt_transitions"] else "predicted transitions",
+    ]
     if "test" in rec:
         t = rec["test"]
-        parts.append(f"| test rho {t['rho']:.4f} R-l2 {t['rl2']:.4f}"
-                     + (f" AIoU {t['aiou50']:.2f}/{t['aiou75']:.2f}" if "aiou50" in t else ""))
+        parts.append(
+            f"| test rho {t['rho']:.4f} R-l2 {t['rl2']:.4f}"
+            + (f" AIoU {t['aiou50']:.2f}/{t['aiou75']:.2f}" if "aiou50" in t else "")
+        )
     return "  ".join(parts)
 
 
 # ---- stages -----------------------------------------------------------------------------------
+
 
 def build(cfg: TrainConfig, num_dive_numbers: int, snippets: int, device) -> torch.nn.Module:
     """The model of `cfg.method`, built once from the seed (in_channels = the store's snippets)."""
     if cfg.method.startswith("F+R"):
         config = {"num_dive_numbers": num_dive_numbers} if cfg.method == "F+R#" else {}
     else:
-        config = {"in_channels": snippets, "fix_size": cfg.fix_size,
-                  "num_transitions": cfg.num_transitions, "decode": cfg.decode}
+        config = {
+            "in_channels": snippets,
+            "fix_size": cfg.fix_size,
+            "num_transitions": cfg.num_transitions,
+            "decode": cfg.decode,
+        }
         if cfg.method != "F+S+R":
             config["layout"] = cfg.layout
     torch.manual_seed(cfg.seed)
     return build_model(cfg.method, **config).to(device)
 
 
-def prepare_data(store, ann, vocab: list, cfg: TrainConfig, maps: bool, identity: dict, device,
-                 log) -> TrainData:
+def prepare_data(
+    store, ann, vocab: list, cfg: TrainConfig, maps: bool, identity: dict, device, log
+) -> TrainData:
     """Loads the store (checked finite), the splits' video sets and the test-time voters.
 
     A multi-view store (augmented training views from `fdperf.extract --views K`) trains on a
@@ -157,36 +188,49 @@ def prepare_data(store, ann, vocab: list, cfg: TrainConfig, maps: bool, identity
     if cfg.eval_store is not None:
         estore = open_store(cfg.eval_store)
         if estore.num_snippets != store.num_snippets:
-            raise ConfigError(f"--eval-store {cfg.eval_store} has {estore.num_snippets} snippets per "
-                              f"video, the training store {store.num_snippets}")
+            raise ConfigError(
+                f"--eval-store {cfg.eval_store} has {estore.num_snippets} snippets per "
+                f"video, the training store {store.num_snippets}"
+            )
         diffs = identity_differences(identity, store_identity(estore), ("training store", "eval store"))
         if diffs and not cfg.allow_store_mismatch:
-            raise StoreMismatch(f"--eval-store {cfg.eval_store} differs from the training store "
-                                f"{store.path} ({'; '.join(diffs)}); pass --allow-store-mismatch "
-                                "to evaluate on it anyway")
+            raise StoreMismatch(
+                f"--eval-store {cfg.eval_store} differs from the training store "
+                f"{store.path} ({'; '.join(diffs)}); pass --allow-store-mismatch "
+                "to evaluate on it anyway"
+            )
         if diffs:
-            log(f"warning: --eval-store {cfg.eval_store} differs from the training store: "
-                f"{'; '.join(diffs)} (allowed by --allow-store-mismatch)")
+            log(
+                f"warning: --eval-store {cfg.eval_store} differs from the training store: "
+                f"{'; '.join(diffs)} (allowed by --allow-store-mismatch)"
+            )
             eval_check = {"status": "mismatch-allowed", "differences": diffs}
         estore, efeats, efmaps = load_store(estore, device, maps=maps)
     else:
         if views > 1:
-            log(f"{store.path} has {views} augmented views and no eval_store was given: "
-                "evaluating on its view 0")
+            log(
+                f"{store.path} has {views} augmented views and no eval_store was given: "
+                "evaluating on its view 0"
+            )
         estore, efeats = store, feats[:, 0] if views > 1 else feats
         efmaps = None if fmaps is None else (fmaps[:, 0] if views > 1 else fmaps)
     test_set = video_set(estore, efeats, efmaps, ann, ann.test_keys, vocab, device)
-    exemplar_set = train_set if (cfg.eval_store is None and views == 1) else \
-        video_set(estore, efeats, efmaps, ann, ann.train_keys, vocab, device)
+    exemplar_set = (
+        train_set
+        if (cfg.eval_store is None and views == 1)
+        else video_set(estore, efeats, efmaps, ann, ann.train_keys, vocab, device)
+    )
     if len(train_set) < 2:
-        raise ConfigError(f"training needs at least two training videos; {store.path} holds "
-                          f"{len(train_set)} of the training split")
+        raise ConfigError(
+            f"training needs at least two training videos; {store.path} holds "
+            f"{len(train_set)} of the training split"
+        )
     policy = cfg.exemplar_policy
-    rows, valid = voting_exemplars(ann, ann.test_keys, ann.train_keys, m=cfg.voter_number,
-                                   policy=policy, seed=cfg.seed)
+    rows, valid = voting_exemplars(
+        ann, ann.test_keys, ann.train_keys, m=cfg.voter_number, policy=policy, seed=cfg.seed
+    )
     sampler = ExemplarSampler(ann, ann.train_keys, policy=policy, device=device)
-    return TrainData(vocab, views, train_set, test_set, exemplar_set, rows, valid, sampler,
-                     eval_check)
+    return TrainData(vocab, views, train_set, test_set, exemplar_set, rows, valid, sampler, eval_check)
 
 
 def start_run(model, cfg: TrainConfig, store_path, store, out: Path, device) -> RunState:
@@ -194,16 +238,28 @@ def start_run(model, cfg: TrainConfig, store_path, store, out: Path, device) -> 
     gen = torch.Generator(device=device)
     gen.manual_seed(cfg.seed)
     capturable = cfg.cuda_graph and device.type == "cuda"
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.base_lr, weight_decay=0,
-                                 capturable=capturable)
-    settings = dict(method=cfg.method, max_epoch=cfg.max_epoch, bs_train=cfg.bs_train,
-                    base_lr=cfg.base_lr, seed=cfg.seed, prob_tas_threshold=cfg.prob_tas_threshold,
-                    fix_size=cfg.fix_size, step_num=cfg.step_num, voter_number=cfg.voter_number,
-                    policy=cfg.exemplar_policy, layout=cfg.layout, eval_every=cfg.eval_every,
-                    amp=cfg.amp, store=str(store_path), view=cfg.view, decode=cfg.decode,
-                    eval_store=None if cfg.eval_store is None else str(cfg.eval_store),
-                    fdperf_version=__version__,
-                    views=store.views if cfg.view is None else 1)  # a pinned view: one view
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.base_lr, weight_decay=0, capturable=capturable)
+    settings = dict(
+        method=cfg.method,
+        max_epoch=cfg.max_epoch,
+        bs_train=cfg.bs_train,
+        base_lr=cfg.base_lr,
+        seed=cfg.seed,
+        prob_tas_threshold=cfg.prob_tas_threshold,
+        fix_size=cfg.fix_size,
+        step_num=cfg.step_num,
+        voter_number=cfg.voter_number,
+        policy=cfg.exemplar_policy,
+        layout=cfg.layout,
+        eval_every=cfg.eval_every,
+        amp=cfg.amp,
+        store=str(store_path),
+        view=cfg.view,
+        decode=cfg.decode,
+        eval_store=None if cfg.eval_store is None else str(cfg.eval_store),
+        fdperf_version=__version__,
+        views=store.views if cfg.view is None else 1,
+    )  # a pinned view: one view
     return RunState(model, optimizer, gen, settings, store_identity(store), out)
 
 
@@ -213,16 +269,25 @@ def resume(state: RunState, store_path, cfg: TrainConfig, device, log) -> None:
     and recorded in settings["config_changes"]). Runs before the store is loaded."""
     path = state.last_path
     if not path.is_file():
-        raise FileNotFoundError(f"--resume: no checkpoint {path} to resume from; start without "
-                                "--resume or give the out folder of an earlier run")
+        raise FileNotFoundError(
+            f"--resume: no checkpoint {path} to resume from; start without "
+            "--resume or give the out folder of an earlier run"
+        )
     ck = read_checkpoint(path, map_location=device)
     model = state.model
     if ck.get("method") != cfg.method or ck.get("config") != model.config():
-        raise CheckpointError(f"{path} was trained as {ck.get('method')} {ck.get('config')}, "
-                              f"not {cfg.method} {model.config()}; use another out_dir")
-    state.settings["store_check"] = check_store(ck, state.store_identity, checkpoint_path=path,
-                                                store_path=store_path,
-                                                allow=cfg.allow_store_mismatch, log=log)
+        raise CheckpointError(
+            f"{path} was trained as {ck.get('method')} {ck.get('config')}, "
+            f"not {cfg.method} {model.config()}; use another out_dir"
+        )
+    state.settings["store_check"] = check_store(
+        ck,
+        state.store_identity,
+        checkpoint_path=path,
+        store_path=store_path,
+        allow=cfg.allow_store_mismatch,
+        log=log,
+    )
     start = ck["epoch"] + 1
     changes = _changed_settings(ck.get("settings") or {}, state.settings, path, cfg)
     model.load_state_dict(ck["model"])
@@ -235,8 +300,10 @@ def resume(state: RunState, store_path, cfg: TrainConfig, device, log) -> None:
     earlier = list((ck.get("settings") or {}).get("config_changes", []))
     if changes:
         earlier.append({"epoch": start, **changes})
-        log(f"resuming with changed settings from epoch {start + 1}: "
-            + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items()))
+        log(
+            f"resuming with changed settings from epoch {start + 1}: "
+            + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items())
+        )
     if earlier:
         state.settings["config_changes"] = earlier
     log(f"resumed from {path} at epoch {start}/{cfg.max_epoch}")
@@ -248,8 +315,10 @@ def _changed_settings(saved: dict, now: dict, path, cfg: TrainConfig) -> dict:
     changes = {k: [saved[k], now[k]] for k in RESUME_GUARDED if k in saved and saved[k] != now[k]}
     if changes and not cfg.allow_config_change:
         text = "; ".join(f"--{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in changes.items())
-        raise ConfigError(f"{path} was trained with other settings ({text}); rerun with the "
-                          "checkpoint's values, or pass --allow-config-change to apply the new ones")
+        raise ConfigError(
+            f"{path} was trained with other settings ({text}); rerun with the "
+            "checkpoint's values, or pass --allow-config-change to apply the new ones"
+        )
     return changes
 
 
@@ -273,8 +342,7 @@ def build_steps(state: RunState, data: TrainData, cfg: TrainConfig, device, log)
     return steps
 
 
-def run_epoch(epoch: int, state: RunState, steps: Steps, data: TrainData, cfg: TrainConfig,
-              device) -> dict:
+def run_epoch(epoch: int, state: RunState, steps: Steps, data: TrainData, cfg: TrainConfig, device) -> dict:
     """One pass over the training videos; the epoch's record (loss, train rho, seconds)."""
     t0 = time.perf_counter()
     # TSA-oracle trains exactly as TSA; only its evaluation uses ground-truth transitions
@@ -306,8 +374,12 @@ def run_epoch(epoch: int, state: RunState, steps: Steps, data: TrainData, cfg: T
     if not bool(torch.stack([torch.isfinite(p).all() for p in state.model.parameters()]).all()):
         _diverged(epoch, steps.count, steps.count, "the weights became non-finite", state, cfg)
     true = data.train_set.scores[perm]
-    rec = {"epoch": epoch, "loss": loss, "gt_transitions": use_gt,
-           "train_rho": M.spearman(preds.cpu(), true.cpu())}
+    rec = {
+        "epoch": epoch,
+        "loss": loss,
+        "gt_transitions": use_gt,
+        "train_rho": M.spearman(preds.cpu(), true.cpu()),
+    }
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     rec["seconds"] = time.perf_counter() - t0
@@ -318,55 +390,87 @@ def _diverged(epoch: int, step: int, count: int, what: str, state: RunState, cfg
     where = f"training diverged at epoch {epoch + 1}/{cfg.max_epoch}, step {step}/{count}: {what}"
     fix = "lower --base_lr and start again"
     if state.history:  # last.pt holds the last finite epoch
-        fix += (f", or --resume from {state.last_path} (epoch {state.history[-1]['epoch'] + 1}) "
-                "with a lower --base_lr and --allow-config-change")
+        fix += (
+            f", or --resume from {state.last_path} (epoch {state.history[-1]['epoch'] + 1}) "
+            "with a lower --base_lr and --allow-config-change"
+        )
     raise TrainingDiverged(f"{where} (--base_lr {cfg.base_lr}, --bs_train {cfg.bs_train}); {fix}")
 
 
-def evaluate_and_checkpoint(epoch: int, rec: dict, state: RunState, data: TrainData,
-                            cfg: TrainConfig, steps: Steps, log_file) -> None:
+def evaluate_and_checkpoint(
+    epoch: int, rec: dict, state: RunState, data: TrainData, cfg: TrainConfig, steps: Steps, log_file
+) -> None:
     """Votes on the test split when due (best.pt on a new best test rho), logs the epoch and
     writes last.pt with everything a resume needs."""
     model = state.model
     common = dict(epoch=epoch, settings=state.settings, dive_numbers=data.vocab)
     if (epoch + 1) % cfg.eval_every == 0 or epoch == cfg.max_epoch - 1:
-        votes = vote(model, data.test_set, data.exemplar_set, data.vote_rows, data.vote_valid,
-                     transitions="oracle" if cfg.method == "TSA-oracle" else "predicted", amp=cfg.amp)
+        votes = vote(
+            model,
+            data.test_set,
+            data.exemplar_set,
+            data.vote_rows,
+            data.vote_valid,
+            transitions="oracle" if cfg.method == "TSA-oracle" else "predicted",
+            amp=cfg.amp,
+        )
         if not bool(torch.isfinite(votes.scores).all()):  # finite but exploded weights
             _diverged(epoch, steps.count, steps.count, "the test votes became non-finite", state, cfg)
-        rec["test"] = score_metrics(votes.scores, data.test_set.scores, votes.bounds,
-                                    data.test_set.bounds)
+        rec["test"] = score_metrics(votes.scores, data.test_set.scores, votes.bounds, data.test_set.bounds)
         model.train()
         if state.best is None or rec["test"]["rho"] > state.best["rho"]:
             state.best = {"epoch": epoch, **rec["test"]}
-            save_checkpoint(state.best_path, model_checkpoint(
-                model, **common, metrics=rec["test"], store_identity=state.store_identity))
+            save_checkpoint(
+                state.best_path,
+                model_checkpoint(model, **common, metrics=rec["test"], store_identity=state.store_identity),
+            )
     state.history.append(rec)
     log_file.write(json.dumps(rec) + "\n")
     log_file.flush()
-    save_checkpoint(state.last_path, model_checkpoint(
-        model, **common, metrics=rec.get("test"), optimizer=state.optimizer.state_dict(),
-        history=state.history, best=state.best,
-        rng={"sampler": state.gen.get_state(), "torch": torch.get_rng_state()},
-        store_identity=state.store_identity))
+    save_checkpoint(
+        state.last_path,
+        model_checkpoint(
+            model,
+            **common,
+            metrics=rec.get("test"),
+            optimizer=state.optimizer.state_dict(),
+            history=state.history,
+            best=state.best,
+            rng={"sampler": state.gen.get_state(), "torch": torch.get_rng_state()},
+            store_identity=state.store_identity,
+        ),
+    )
 
 
 def summarise(state: RunState, steps: Steps) -> TrainResult:
     """train_summary.json (best AND last epoch, labelled) and the TrainResult."""
     history, best = state.history, state.best
     last = {"epoch": history[-1]["epoch"], **history[-1].get("test", {})} if history else {}
-    summary = {"settings": state.settings, "step_mode": steps.mode,
-               "best_epoch_selected_on_test_rho": best, "last_epoch": last,
-               "store_identity": state.store_identity,
-               "note": "best_* is chosen on the test split (as the reference does), so it is "
-                       "optimistic; last_epoch is the held-out figure"}
+    summary = {
+        "settings": state.settings,
+        "step_mode": steps.mode,
+        "best_epoch_selected_on_test_rho": best,
+        "last_epoch": last,
+        "store_identity": state.store_identity,
+        "note": "best_* is chosen on the test split (as the reference does), so it is "
+        "optimistic; last_epoch is the held-out figure",
+    }
     summary_path = state.out / "train_summary.json"
     summary_path.write_text(json.dumps(summary, indent=2) + "\n")
-    return TrainResult(state.out, state.best_path if best is not None else None, state.last_path,
-                       summary_path, best or {}, last, history, steps.mode)
+    return TrainResult(
+        state.out,
+        state.best_path if best is not None else None,
+        state.last_path,
+        summary_path,
+        best or {},
+        last,
+        history,
+        steps.mode,
+    )
 
 
 # ---- the run ----------------------------------------------------------------------------------
+
 
 def _progress(iterator, cfg: TrainConfig, start: int):
     if not cfg.progress:
@@ -375,12 +479,19 @@ def _progress(iterator, cfg: TrainConfig, start: int):
         from tqdm import tqdm
     except ImportError:
         return None
-    return tqdm(iterator, desc=f"train {cfg.method}", unit="epoch", initial=start,
-                total=cfg.max_epoch, file=sys.stderr)
+    return tqdm(
+        iterator,
+        desc=f"train {cfg.method}",
+        unit="epoch",
+        initial=start,
+        total=cfg.max_epoch,
+        file=sys.stderr,
+    )
 
 
-def train(store_path, annotations, out_dir, *, config: TrainConfig | None = None, log=None,
-          **options) -> TrainResult:
+def train(
+    store_path, annotations, out_dir, *, config: TrainConfig | None = None, log=None, **options
+) -> TrainResult:
     """Trains `method` on the training split of `annotations` using a feature store's features.
 
     Options: a `TrainConfig` as `config`, or its fields as keywords (`method`, `max_epoch`,

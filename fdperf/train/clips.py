@@ -16,6 +16,7 @@ video is cached it is never decoded again:
 Frames are decoded by the extractor's own reader (`fdperf.extract._Preparer`: DALI CPU/nvJPEG/
 NVDEC, PyAV, the PIL fallback), in a background thread one batch ahead of the training step.
 """
+
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -30,8 +31,8 @@ from ..extract import _Preparer
 from ..video import MEAN, STD, pil_nearest_tables
 from ..video.preprocess import CROP, SQUASH_HEIGHT, SQUASH_WIDTH
 
-CENTRE_TOP = int(round((SQUASH_HEIGHT - CROP) / 2.0))   # torchvision CenterCrop: 44
-MAX_TOP = SQUASH_HEIGHT - CROP                            # RandomCrop offsets 0..88 (left is 0)
+CENTRE_TOP = int(round((SQUASH_HEIGHT - CROP) / 2.0))  # torchvision CenterCrop: 44
+MAX_TOP = SQUASH_HEIGHT - CROP  # RandomCrop offsets 0..88 (left is 0)
 
 
 class DecodeFailed(UserError):
@@ -52,7 +53,8 @@ def squash(frames: torch.Tensor, flip: bool = False) -> torch.Tensor:
         cols = w - 1 - cols
     dev = frames.device
     return frames.index_select(1, torch.as_tensor(rows, device=dev)).index_select(
-        2, torch.as_tensor(cols, device=dev))
+        2, torch.as_tensor(cols, device=dev)
+    )
 
 
 class _SquashPreparer(_Preparer):
@@ -70,8 +72,9 @@ class _SquashPreparer(_Preparer):
 @dataclass
 class Draw:
     """One training transform per clip: horizontal flip and the top row of the crop."""
-    flip: torch.Tensor                      # [B] bool (CPU)
-    top: torch.Tensor                       # [B] int64 in 0..88 (CPU)
+
+    flip: torch.Tensor  # [B] bool (CPU)
+    top: torch.Tensor  # [B] int64 in 0..88 (CPU)
 
     @staticmethod
     def random(n: int, gen: torch.Generator) -> "Draw":
@@ -84,11 +87,11 @@ class FrameCache:
 
     def __init__(self, keys, inputs, options, device: torch.device):
         self.keys, self.device = list(keys), device
-        self.frames: torch.Tensor | None = None             # [N, 96, 200, 112, 3] uint8
-        self.flipped: dict[int, torch.Tensor] = {}           # rows with an asymmetric column table
+        self.frames: torch.Tensor | None = None  # [N, 96, 200, 112, 3] uint8
+        self.flipped: dict[int, torch.Tensor] = {}  # rows with an asymmetric column table
         self.cached = np.zeros(len(self.keys), dtype=bool)
-        self.decoded = 0                                     # videos decoded so far (for the log)
-        self._prep = self._pool = None                       # inputs None: frames come from put()
+        self.decoded = 0  # videos decoded so far (for the log)
+        self._prep = self._pool = None  # inputs None: frames come from put()
         if inputs is not None:
             self._prep = _SquashPreparer(inputs, self.keys, options, device)
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fdperf-frames")
@@ -109,7 +112,7 @@ class FrameCache:
         return self._pool.submit(self._decode, missing)
 
     def _decode(self, rows: list[int]):
-        return [self._prep.submit(rows[i:i + self._batch])() for i in range(0, len(rows), self._batch)]
+        return [self._prep.submit(rows[i : i + self._batch])() for i in range(0, len(rows), self._batch)]
 
     def complete(self, future: Future | None) -> None:
         """Waits for a request and stores its frames (raises DecodeFailed on a bad video)."""
@@ -118,15 +121,18 @@ class FrameCache:
         for prepared in future.result():
             if prepared.errors:
                 row, reason = prepared.errors[0]
-                raise DecodeFailed(f"{key_to_str(self.keys[row])}: {reason} (end-to-end training "
-                                   f"needs every video; {len(prepared.errors)} failed in this batch)")
+                raise DecodeFailed(
+                    f"{key_to_str(self.keys[row])}: {reason} (end-to-end training "
+                    f"needs every video; {len(prepared.errors)} failed in this batch)"
+                )
             for r, (frames, flipped) in zip(prepared.rows, prepared.clips):
                 self._store(r, frames, flipped)
 
     def _store(self, row: int, frames: torch.Tensor, flipped: torch.Tensor | None) -> None:
         if self.frames is None:
-            self.frames = torch.zeros((len(self.keys),) + tuple(frames.shape), dtype=torch.uint8,
-                                      device=self.device)
+            self.frames = torch.zeros(
+                (len(self.keys),) + tuple(frames.shape), dtype=torch.uint8, device=self.device
+            )
         self.frames[row].copy_(frames)
         if flipped is not None:
             self.flipped[row] = flipped
@@ -149,13 +155,13 @@ class FrameCache:
                 x = self.flipped[r]
             else:
                 x = self.frames[r].flip(2) if flip else self.frames[r]
-            out.append(x[:, top:top + CROP])
+            out.append(x[:, top : top + CROP])
         return normalise(torch.stack(out))
 
     def test_clips(self, rows) -> torch.Tensor:
         """The test transform (centre crop) of `rows`: normalised float32 [B, 3, T, 112, 112]."""
         idx = torch.as_tensor(rows, device=self.device)
-        return normalise(self.frames.index_select(0, idx)[:, :, CENTRE_TOP:CENTRE_TOP + CROP])
+        return normalise(self.frames.index_select(0, idx)[:, :, CENTRE_TOP : CENTRE_TOP + CROP])
 
 
 def normalise(x: torch.Tensor) -> torch.Tensor:

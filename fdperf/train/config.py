@@ -1,4 +1,5 @@
 """`TrainConfig`: every option of `fdperf.train.train`, checked in one place before any loading."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,8 +11,18 @@ from ..tsa.decode import DECODERS
 
 # Options that shape the optimisation: a resume that changes one of them needs
 # allow_config_change (model-shaping ones, fix_size/step_num/layout/method, can never change).
-RESUME_GUARDED = ("max_epoch", "bs_train", "base_lr", "seed", "prob_tas_threshold",
-                  "voter_number", "policy", "eval_every", "amp", "view")
+RESUME_GUARDED = (
+    "max_epoch",
+    "bs_train",
+    "base_lr",
+    "seed",
+    "prob_tas_threshold",
+    "voter_number",
+    "policy",
+    "eval_every",
+    "amp",
+    "view",
+)
 
 MAX_LR = 1e30
 
@@ -25,6 +36,7 @@ class TrainConfig:
     The first group are the reference configuration keys; `policy` (default: from
     `action_number_choosing`) chooses exemplars; the rest are fdperf's run options.
     """
+
     method: str = "TSA"
     max_epoch: int = 200
     bs_train: int = 8
@@ -38,17 +50,17 @@ class TrainConfig:
     random_choosing: bool = False
     policy: str | None = None
     layout: str = "reference"
-    decode: str = "window"                 # transition decoding: window (reference) or ordered
+    decode: str = "window"  # transition decoding: window (reference) or ordered
     eval_every: int = 1
-    device: object = None                  # cpu, cuda, cuda:N or a torch.device; None: auto
+    device: object = None  # cpu, cuda, cuda:N or a torch.device; None: auto
     amp: bool = False
     cuda_graph: bool = True
     resume: bool = False
     view: int | None = None
-    eval_store: object = None              # feature store of the test transform (path)
+    eval_store: object = None  # feature store of the test transform (path)
     progress: bool = True
-    allow_store_mismatch: bool = False     # resume/evaluate on a store of other identity
-    allow_config_change: bool = False      # resume with other RESUME_GUARDED values
+    allow_store_mismatch: bool = False  # resume/evaluate on a store of other identity
+    allow_config_change: bool = False  # resume with other RESUME_GUARDED values
 
     @property
     def num_transitions(self) -> int:
@@ -69,8 +81,10 @@ class TrainConfig:
         lr = finite("base_lr", self.base_lr)
         # Adam's first step is base_lr / (1 - beta1): near 3e37 it overflows float32 inside torch
         if not 0 < lr <= MAX_LR:
-            raise ConfigError(f"--base_lr {self.base_lr!r}: the learning rate must lie in "
-                              f"(0, {MAX_LR:g}] (the reference uses 0.001)")
+            raise ConfigError(
+                f"--base_lr {self.base_lr!r}: the learning rate must lie in "
+                f"(0, {MAX_LR:g}] (the reference uses 0.001)"
+            )
         if not 0 <= finite("prob_tas_threshold", self.prob_tas_threshold) <= 1:
             raise ConfigError(f"--prob_tas_threshold {self.prob_tas_threshold!r}: must lie in [0, 1]")
         if self.policy is not None:

@@ -1,5 +1,6 @@
 """torchrun support for end-to-end training: process group, each rank's share of a batch, and an
 all-gather whose backward sums the gradient over ranks (see `EndToEnd.forward`)."""
+
 from __future__ import annotations
 
 import datetime
@@ -12,8 +13,11 @@ import torch.distributed as dist
 
 def env() -> tuple[int, int, int]:
     """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) otherwise."""
-    return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-            int(os.environ.get("LOCAL_RANK", 0)))
+    return (
+        int(os.environ.get("RANK", 0)),
+        int(os.environ.get("WORLD_SIZE", 1)),
+        int(os.environ.get("LOCAL_RANK", 0)),
+    )
 
 
 def start(device: torch.device) -> bool:
@@ -21,8 +25,7 @@ def start(device: torch.device) -> bool:
     started it (False: not under torchrun, or a group already exists)."""
     if env()[1] == 1 or dist.is_initialized():
         return False
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
-                            timeout=datetime.timedelta(hours=2))
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=datetime.timedelta(hours=2))
     return True
 
 
@@ -50,8 +53,8 @@ class _Gather(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         grad = grad.contiguous()
-        dist.all_reduce(grad)   # every rank's gradient for these rows (all ranks hold the same loss)
-        return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows]
+        dist.all_reduce(grad)  # every rank's gradient for these rows (all ranks hold the same loss)
+        return grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
 
 
 def gather(x: torch.Tensor) -> torch.Tensor:

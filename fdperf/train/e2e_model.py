@@ -7,6 +7,7 @@ batch (queries and exemplars in one PSNet call, as today's TSA training), the re
 Batch norms of I3D stay in eval mode (the reference's `fix_bn`): running statistics are never
 updated, their affine weights are trained.
 """
+
 from __future__ import annotations
 
 import torch
@@ -21,8 +22,16 @@ from . import ddp
 
 
 class EndToEnd(nn.Module):
-    def __init__(self, backbone: I3D, head: TSA, starts: list[int], *, amp: bool = False,
-                 channels_last: bool = False, checkpoint_activations: bool = False):
+    def __init__(
+        self,
+        backbone: I3D,
+        head: TSA,
+        starts: list[int],
+        *,
+        amp: bool = False,
+        channels_last: bool = False,
+        checkpoint_activations: bool = False,
+    ):
         super().__init__()
         self.backbone, self.head, self.starts = backbone, head, list(starts)
         self.amp, self.channels_last = amp, channels_last
@@ -92,10 +101,14 @@ class EndToEnd(nn.Module):
 
 def optimizer_groups(model: EndToEnd, base_lr: float, lr_factor: float) -> list[dict]:
     """The reference's Adam groups: I3D at base_lr * lr_factor; PSNet, decoder, regressor at base_lr."""
+
     def trainable(module):
         return [p for p in module.parameters() if p.requires_grad]
+
     head = model.head
-    return [{"params": trainable(model.backbone), "lr": base_lr * lr_factor, "name": "i3d"},
-            {"params": trainable(head.psnet), "lr": base_lr, "name": "psnet"},
-            {"params": trainable(head.decoder), "lr": base_lr, "name": "decoder"},
-            {"params": trainable(head.regressor), "lr": base_lr, "name": "regressor"}]
+    return [
+        {"params": trainable(model.backbone), "lr": base_lr * lr_factor, "name": "i3d"},
+        {"params": trainable(head.psnet), "lr": base_lr, "name": "psnet"},
+        {"params": trainable(head.decoder), "lr": base_lr, "name": "decoder"},
+        {"params": trainable(head.regressor), "lr": base_lr, "name": "regressor"},
+    ]

@@ -20,6 +20,7 @@ Checkpoints are fdperf's format (`last.pt`, `best.pt`: the head as `model`, I3D 
 `fdperf.evaluate` reads the head and `fdperf.extract --weights best.pt` the backbone;
 `export_reference` writes the reference's `last.pth`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,11 +43,15 @@ from ..evaluate import score_metrics, vote
 from ..extract import SAMPLING, ExtractOptions, Inputs, _settings
 from ..features.videoset import VideoSet, as_annotations, dive_vocabulary
 from ..options import ConfigError, finite, int_at_least, one_of
-from ..tsa.checkpoint import (CheckpointError, export_reference_checkpoint, model_checkpoint,
-                              read_checkpoint, save_checkpoint)
+from ..tsa.checkpoint import (
+    CheckpointError,
+    export_reference_checkpoint,
+    model_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
 from ..version import __version__
-from . import RunState, TrainResult, _diverged, _log_line, build, summarise
-from . import ddp
+from . import RunState, TrainResult, _diverged, _log_line, build, ddp, summarise
 from .clips import Draw, FrameCache
 from .config import RESUME_GUARDED, TrainConfig
 from .e2e_model import EndToEnd, optimizer_groups
@@ -57,15 +62,16 @@ GUARDED = RESUME_GUARDED + ("lr_factor", "num_snippets", "world_size", "checkpoi
 @dataclass
 class EndToEndConfig(TrainConfig):
     """TrainConfig plus the inputs and backbone of end-to-end training (defaults: FineDiving_TSA.yaml)."""
-    inputs: Inputs | None = None           # frames or videos, as fdperf.extract reads them
-    weights: str | None = None             # model_rgb.pth (or a checkpoint with I3D weights)
-    random_init: bool = False              # random I3D on purpose (tests, smoke runs)
-    lr_factor: float = 0.1                 # I3D learning rate = base_lr * lr_factor
-    num_snippets: int = 9                  # fewer only for quick tests
-    checkpoint_activations: bool = False   # recompute I3D blocks in backward (less memory)
-    channels_last: bool | None = None      # channels_last_3d (default: on CUDA)
-    eval_videos: int | None = None         # videos per I3D forward in evaluation (1 CPU, 16 GPU)
-    decode: ExtractOptions | None = None   # reader settings (batch_videos, readers, threads)
+
+    inputs: Inputs | None = None  # frames or videos, as fdperf.extract reads them
+    weights: str | None = None  # model_rgb.pth (or a checkpoint with I3D weights)
+    random_init: bool = False  # random I3D on purpose (tests, smoke runs)
+    lr_factor: float = 0.1  # I3D learning rate = base_lr * lr_factor
+    num_snippets: int = 9  # fewer only for quick tests
+    checkpoint_activations: bool = False  # recompute I3D blocks in backward (less memory)
+    channels_last: bool | None = None  # channels_last_3d (default: on CUDA)
+    eval_videos: int | None = None  # videos per I3D forward in evaluation (1 CPU, 16 GPU)
+    decode: ExtractOptions | None = None  # reader settings (batch_videos, readers, threads)
 
     def validate(self) -> EndToEndConfig:
         super().validate()
@@ -73,37 +79,43 @@ class EndToEndConfig(TrainConfig):
         if self.inputs is None:
             raise ConfigError("end-to-end training needs its videos: give --frames-root or --videos-root")
         if self.weights is None and not self.random_init:
-            raise ConfigError("no I3D weights: pass --weights model_rgb.pth, or --random-init to "
-                              "train from random weights on purpose")
+            raise ConfigError(
+                "no I3D weights: pass --weights model_rgb.pth, or --random-init to "
+                "train from random weights on purpose"
+            )
         if not 0 < finite("lr_factor", self.lr_factor) <= 1e6:
-            raise ConfigError(f"--lr_factor {self.lr_factor!r}: must lie in (0, 1e6] (the reference uses 0.1)")
+            raise ConfigError(
+                f"--lr_factor {self.lr_factor!r}: must lie in (0, 1e6] (the reference uses 0.1)"
+            )
         int_at_least("num_snippets", self.num_snippets, 1)
         if self.num_snippets > 9:
             raise ConfigError(f"--num-snippets {self.num_snippets}: at most 9 fit the 96-frame clip")
         if self.eval_videos is not None:
             int_at_least("eval-videos", self.eval_videos, 1)
         if self.view is not None or self.eval_store is not None:
-            raise ConfigError("--view and --eval-store are options of feature-store training, "
-                              "not of --end-to-end")
+            raise ConfigError(
+                "--view and --eval-store are options of feature-store training, not of --end-to-end"
+            )
         return self
 
 
 @dataclass
 class Run:
     """Everything an end-to-end run holds besides the RunState."""
+
     cfg: EndToEndConfig
     device: torch.device
     ann: object
     vocab: list
     train_keys: list
     test_keys: list
-    labels: dict                           # per cache row (train then test): score, bounds, dive
+    labels: dict  # per cache row (train then test): score, bounds, dive
     cache: FrameCache
     sampler: ExemplarSampler
     vote_rows: torch.Tensor
     vote_valid: torch.Tensor
     model: EndToEnd
-    step_model: torch.nn.Module            # the DistributedDataParallel wrapper, or model
+    step_model: torch.nn.Module  # the DistributedDataParallel wrapper, or model
     sha: str
     rank: int = 0
     world: int = 1
@@ -119,6 +131,7 @@ def _stderr(line: str) -> None:
 
 # ---- stages -----------------------------------------------------------------------------------
 
+
 def setup(cfg: EndToEndConfig, annotations, device) -> Run:
     """Annotations, labels, the frame cache, the model and (under torchrun) its DDP wrapper."""
     ann = as_annotations(annotations, cfg.num_transitions)
@@ -133,8 +146,9 @@ def setup(cfg: EndToEndConfig, annotations, device) -> Run:
     labels = {"score": t["score"], "bounds": t["transitions"], "dive": dive, "difficulty": t["difficulty"]}
     decode = _settings(cfg.decode or ExtractOptions(device=str(device)), device)
     cache = FrameCache(keys, cfg.inputs, decode, device)
-    rows, valid = voting_exemplars(ann, test_keys, train_keys, m=cfg.voter_number,
-                                   policy=cfg.exemplar_policy, seed=cfg.seed)
+    rows, valid = voting_exemplars(
+        ann, test_keys, train_keys, m=cfg.voter_number, policy=cfg.exemplar_policy, seed=cfg.seed
+    )
     sampler = ExemplarSampler(ann, train_keys, policy=cfg.exemplar_policy, device="cpu")
     model, sha = build_model(cfg, len(vocab), device)
     step_model = model
@@ -142,8 +156,24 @@ def setup(cfg: EndToEndConfig, annotations, device) -> Run:
     if world > 1:
         ids = [device.index] if device.type == "cuda" else None
         step_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    return Run(cfg, device, ann, vocab, train_keys, test_keys, labels, cache, sampler, rows, valid,
-               model, step_model, sha, rank, world)
+    return Run(
+        cfg,
+        device,
+        ann,
+        vocab,
+        train_keys,
+        test_keys,
+        labels,
+        cache,
+        sampler,
+        rows,
+        valid,
+        model,
+        step_model,
+        sha,
+        rank,
+        world,
+    )
 
 
 def build_model(cfg: EndToEndConfig, num_dive_numbers: int, device) -> tuple[EndToEnd, str]:
@@ -151,9 +181,14 @@ def build_model(cfg: EndToEndConfig, num_dive_numbers: int, device) -> tuple[End
     head = build(cfg, num_dive_numbers, cfg.num_snippets, device)
     backbone, sha = load_i3d(cfg.weights, random_init=cfg.random_init, seed=cfg.seed)
     cuda = device.type == "cuda"
-    model = EndToEnd(backbone.to(device), head, [10 * i for i in range(cfg.num_snippets)],
-                     amp=cfg.amp or cuda, checkpoint_activations=cfg.checkpoint_activations,
-                     channels_last=cuda if cfg.channels_last is None else cfg.channels_last)
+    model = EndToEnd(
+        backbone.to(device),
+        head,
+        [10 * i for i in range(cfg.num_snippets)],
+        amp=cfg.amp or cuda,
+        checkpoint_activations=cfg.checkpoint_activations,
+        channels_last=cuda if cfg.channels_last is None else cfg.channels_last,
+    )
     return model.train(), sha
 
 
@@ -161,18 +196,35 @@ def start_run(run: Run, out: Path) -> RunState:
     cfg = run.cfg
     gen = torch.Generator()  # on the host: batches, exemplars and transform draws (every rank alike)
     gen.manual_seed(cfg.seed)
-    optimizer = torch.optim.Adam(optimizer_groups(run.model, cfg.base_lr, cfg.lr_factor),
-                                 lr=cfg.base_lr, weight_decay=0)
-    settings = dict(method=cfg.method, end_to_end=True, max_epoch=cfg.max_epoch,
-                    bs_train=cfg.bs_train, base_lr=cfg.base_lr, lr_factor=cfg.lr_factor,
-                    seed=cfg.seed, prob_tas_threshold=cfg.prob_tas_threshold, fix_size=cfg.fix_size,
-                    step_num=cfg.step_num, voter_number=cfg.voter_number, policy=cfg.exemplar_policy,
-                    layout=cfg.layout, eval_every=cfg.eval_every, amp=run.model.amp,
-                    num_snippets=cfg.num_snippets, weights_sha256=run.sha,
-                    checkpoint_activations=cfg.checkpoint_activations,
-                    channels_last=run.model.channels_last, world_size=run.world,
-                    view=None, sampling=SAMPLING, preprocess="reference (random flip + crop / centre crop)",
-                    fdperf_version=__version__)
+    optimizer = torch.optim.Adam(
+        optimizer_groups(run.model, cfg.base_lr, cfg.lr_factor), lr=cfg.base_lr, weight_decay=0
+    )
+    settings = dict(
+        method=cfg.method,
+        end_to_end=True,
+        max_epoch=cfg.max_epoch,
+        bs_train=cfg.bs_train,
+        base_lr=cfg.base_lr,
+        lr_factor=cfg.lr_factor,
+        seed=cfg.seed,
+        prob_tas_threshold=cfg.prob_tas_threshold,
+        fix_size=cfg.fix_size,
+        step_num=cfg.step_num,
+        voter_number=cfg.voter_number,
+        policy=cfg.exemplar_policy,
+        layout=cfg.layout,
+        eval_every=cfg.eval_every,
+        amp=run.model.amp,
+        num_snippets=cfg.num_snippets,
+        weights_sha256=run.sha,
+        checkpoint_activations=cfg.checkpoint_activations,
+        channels_last=run.model.channels_last,
+        world_size=run.world,
+        view=None,
+        sampling=SAMPLING,
+        preprocess="reference (random flip + crop / centre crop)",
+        fdperf_version=__version__,
+    )
     return RunState(run.model, optimizer, gen, settings, {}, out)
 
 
@@ -180,21 +232,30 @@ def resume(state: RunState, run: Run, log) -> None:
     """Continues from out/last.pt: same model, same guarded settings (unless allowed)."""
     cfg, path = run.cfg, state.last_path
     if not path.is_file():
-        raise FileNotFoundError(f"--resume: no checkpoint {path} to resume from; start without "
-                                "--resume or give the out folder of an earlier run")
+        raise FileNotFoundError(
+            f"--resume: no checkpoint {path} to resume from; start without "
+            "--resume or give the out folder of an earlier run"
+        )
     ck = read_checkpoint(path, map_location=run.device)
     head = run.model.head
     if ck.get("method") != cfg.method or ck.get("config") != head.config() or "i3d" not in ck:
-        raise CheckpointError(f"{path} was trained as {ck.get('method')} {ck.get('config')}"
-                              f"{'' if 'i3d' in ck else ' on a feature store'}, not end to end as "
-                              f"{cfg.method} {head.config()}; use another out folder")
+        raise CheckpointError(
+            f"{path} was trained as {ck.get('method')} {ck.get('config')}"
+            f"{'' if 'i3d' in ck else ' on a feature store'}, not end to end as "
+            f"{cfg.method} {head.config()}; use another out folder"
+        )
     saved = ck.get("settings") or {}
-    changes = {k: [saved[k], state.settings[k]] for k in GUARDED
-               if k in saved and k in state.settings and saved[k] != state.settings[k]}
+    changes = {
+        k: [saved[k], state.settings[k]]
+        for k in GUARDED
+        if k in saved and k in state.settings and saved[k] != state.settings[k]
+    }
     if changes and not cfg.allow_config_change:
         text = "; ".join(f"--{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in changes.items())
-        raise ConfigError(f"{path} was trained with other settings ({text}); rerun with the "
-                          "checkpoint's values, or pass --allow-config-change to apply the new ones")
+        raise ConfigError(
+            f"{path} was trained with other settings ({text}); rerun with the "
+            "checkpoint's values, or pass --allow-config-change to apply the new ones"
+        )
     head.load_state_dict(ck["model"])
     run.model.backbone.load_state_dict(ck["i3d"])
     state.optimizer.load_state_dict(ck["optimizer"])
@@ -205,8 +266,9 @@ def resume(state: RunState, run: Run, log) -> None:
     state.start_epoch = ck["epoch"] + 1
     state.history, state.best = list(ck.get("history", [])), ck.get("best")
     if changes:
-        state.settings["config_changes"] = list(saved.get("config_changes", [])) + \
-            [{"epoch": state.start_epoch, **changes}]
+        state.settings["config_changes"] = list(saved.get("config_changes", [])) + [
+            {"epoch": state.start_epoch, **changes}
+        ]
     log(f"resumed from {path} at epoch {state.start_epoch}/{cfg.max_epoch}")
 
 
@@ -221,8 +283,13 @@ def train_step(run: Run, state: RunState, q_rows, e_rows, draw: Draw, use_gt: bo
     lab = run.labels
     state.optimizer.zero_grad(set_to_none=True)
     loss, reported, deltas = run.step_model(
-        clips, ddp.layout(n, run.world, run.device), lab["score"][idx], lab["bounds"][idx],
-        lab["dive"][idx], use_gt)
+        clips,
+        ddp.layout(n, run.world, run.device),
+        lab["score"][idx],
+        lab["bounds"][idx],
+        lab["dive"][idx],
+        use_gt,
+    )
     loss.backward()
     state.optimizer.step()
     return reported, deltas + lab["score"][idx[n:]]
@@ -235,7 +302,7 @@ def run_epoch(epoch: int, run: Run, state: RunState) -> dict:
     n, batch = run.n_train, min(cfg.bs_train, run.n_train)
     perm = torch.randperm(n, generator=state.gen)
     ex = run.sampler.sample(perm, state.gen)
-    draw = Draw.random(2 * n, state.gen)           # [the queries'; the exemplars'] transforms
+    draw = Draw.random(2 * n, state.gen)  # [the queries'; the exemplars'] transforms
     slices = [slice(s, min(s + batch, n)) for s in range(0, n, batch)]
     losses, preds = [], torch.zeros(n, device=run.device)
     decoded = run.cache.decoded
@@ -255,9 +322,13 @@ def run_epoch(epoch: int, run: Run, state: RunState) -> dict:
         _diverged(epoch, first + 1, len(slices), f"the loss became {float(losses[first])}", state, cfg)
     if not bool(torch.stack([torch.isfinite(p).all() for p in run.model.parameters()]).all()):
         _diverged(epoch, len(slices), len(slices), "the weights became non-finite", state, cfg)
-    rec = {"epoch": epoch, "loss": loss, "gt_transitions": use_gt,
-           "train_rho": M.spearman(preds.cpu(), run.labels["score"][:n][perm.to(run.device)].cpu()),
-           "decoded_videos": run.cache.decoded - decoded}
+    rec = {
+        "epoch": epoch,
+        "loss": loss,
+        "gt_transitions": use_gt,
+        "train_rho": M.spearman(preds.cpu(), run.labels["score"][:n][perm.to(run.device)].cpu()),
+        "decoded_videos": run.cache.decoded - decoded,
+    }
     if run.device.type == "cuda":
         torch.cuda.synchronize(run.device)
     rec["seconds"] = time.perf_counter() - t0
@@ -277,7 +348,7 @@ def eval_features(run: Run, rows: list[int]) -> tuple[torch.Tensor, torch.Tensor
     own = np.concatenate([own, np.full(m - len(own), rows[0], dtype=np.int64)])
     feats, maps = [], []
     for i in range(0, m, chunk):
-        f, mp = model.features(run.cache.test_clips(own[i:i + chunk]))
+        f, mp = model.features(run.cache.test_clips(own[i : i + chunk]))
         feats.append(f)
         maps.append(mp.to(torch.float16).float())
     feats, maps = ddp.gather(torch.cat(feats)), ddp.gather(torch.cat(maps))
@@ -299,16 +370,30 @@ def evaluate(run: Run) -> tuple[dict, torch.Tensor]:
 
     def videoset(keys, sel, cache_rows):
         r = torch.as_tensor(cache_rows, device=run.device)
-        return VideoSet(keys, feats[sel], maps[sel], lab["score"][r], lab["bounds"][r],
-                        lab["dive"][r], lab["difficulty"][r])
+        return VideoSet(
+            keys,
+            feats[sel],
+            maps[sel],
+            lab["score"][r],
+            lab["bounds"][r],
+            lab["dive"][r],
+            lab["difficulty"][r],
+        )
+
     nt = len(test_rows)
     queries = videoset(run.test_keys, slice(0, nt), test_rows)
     exemplars = videoset([run.train_keys[r] for r in used], slice(nt, None), used)
     lookup = torch.zeros(n, dtype=torch.long)
     lookup[torch.as_tensor(used)] = torch.arange(len(used))
-    votes = vote(run.model.head, queries, exemplars, lookup[run.vote_rows], run.vote_valid,
-                 transitions="oracle" if run.cfg.method == "TSA-oracle" else "predicted",
-                 amp=run.model.amp)
+    votes = vote(
+        run.model.head,
+        queries,
+        exemplars,
+        lookup[run.vote_rows],
+        run.vote_valid,
+        transitions="oracle" if run.cfg.method == "TSA-oracle" else "predicted",
+        amp=run.model.amp,
+    )
     return score_metrics(votes.scores, queries.scores, votes.bounds, queries.bounds), votes.scores
 
 
@@ -334,15 +419,26 @@ def evaluate_and_checkpoint(epoch: int, rec: dict, run: Run, state: RunState, lo
 
 
 def _checkpoint(run: Run, state: RunState, epoch: int, rec: dict, full: bool) -> dict:
-    extra = dict(epoch=epoch, settings=state.settings, dive_numbers=run.vocab,
-                 metrics=rec.get("test"), i3d=run.model.backbone.state_dict(), end_to_end=True)
+    extra = dict(
+        epoch=epoch,
+        settings=state.settings,
+        dive_numbers=run.vocab,
+        metrics=rec.get("test"),
+        i3d=run.model.backbone.state_dict(),
+        end_to_end=True,
+    )
     if full:
-        extra.update(optimizer=state.optimizer.state_dict(), history=state.history, best=state.best,
-                     rng={"sampler": state.gen.get_state(), "torch": torch.get_rng_state()})
+        extra.update(
+            optimizer=state.optimizer.state_dict(),
+            history=state.history,
+            best=state.best,
+            rng={"sampler": state.gen.get_state(), "torch": torch.get_rng_state()},
+        )
     return model_checkpoint(run.model.head, **extra)
 
 
 # ---- the run ----------------------------------------------------------------------------------
+
 
 def _device(cfg: EndToEndConfig) -> torch.device:
     """The run's device; under torchrun cuda:LOCAL_RANK unless the CPU was asked for."""
@@ -353,8 +449,9 @@ def _device(cfg: EndToEndConfig) -> torch.device:
     return resolve_device(cfg.device)
 
 
-def train_end_to_end(annotations, out_dir, *, config: EndToEndConfig | None = None, log=None,
-                     **options) -> TrainResult:
+def train_end_to_end(
+    annotations, out_dir, *, config: EndToEndConfig | None = None, log=None, **options
+) -> TrainResult:
     """Fine-tunes I3D with the TSA head on the videos of `config.inputs` (module docstring).
 
     Writes into `out_dir` what `fdperf.train.train` writes (last.pt, best.pt, train_log.jsonl,
@@ -374,20 +471,29 @@ def train_end_to_end(annotations, out_dir, *, config: EndToEndConfig | None = No
     run = setup(cfg, annotations, device)
     try:
         state = start_run(run, out)
-        if run.rank != 0:
-            log = (lambda line: None)
+        if run.rank != 0:  # only rank 0 speaks
+
+            def log(line):
+                return None
+
         if cfg.resume:
             resume(state, run, log)
         with open(out / "train_log.jsonl", "a") if run.rank == 0 else _NoFile() as log_file:
             for epoch in range(state.start_epoch, cfg.max_epoch):
                 rec = run_epoch(epoch, run, state)
                 evaluate_and_checkpoint(epoch, rec, run, state, log_file)
-                log(_log_line(epoch, cfg.max_epoch, rec)
-                    + f"  ({rec['decoded_videos']} videos decoded)")
+                log(_log_line(epoch, cfg.max_epoch, rec) + f"  ({rec['decoded_videos']} videos decoded)")
         if run.rank == 0:
             return summarise(state, SimpleNamespace(mode="eager"))
-        return TrainResult(out, state.best_path, state.last_path, out / "train_summary.json",
-                           state.best or {}, {}, state.history)
+        return TrainResult(
+            out,
+            state.best_path,
+            state.last_path,
+            out / "train_summary.json",
+            state.best or {},
+            {},
+            state.history,
+        )
     finally:
         run.cache.close()
         if own_group:
@@ -412,11 +518,19 @@ def export_reference(checkpoint, out) -> Path:
     """Writes an end-to-end checkpoint (last.pt / best.pt) as the reference's `last.pth`
     (`psnet_model`, `decoder`, `regressor_delta`, `base_model` with `module.backbone.` keys)."""
     from ..tsa.checkpoint import load_model
+
     head, ck = load_model(checkpoint)
     if "i3d" not in ck:
-        raise CheckpointError(f"{checkpoint}: not an end-to-end checkpoint (no I3D weights); "
-                              "train with --end-to-end first")
+        raise CheckpointError(
+            f"{checkpoint}: not an end-to-end checkpoint (no I3D weights); train with --end-to-end first"
+        )
     best = ck.get("best") or {}
-    return export_reference_checkpoint(head, out, i3d_state=ck["i3d"], epoch=ck.get("epoch", 0),
-                                       epoch_best_aqa=best.get("epoch", 0),
-                                       rho_best=best.get("rho", 0.0), RL2_min=best.get("rl2", 1000.0))
+    return export_reference_checkpoint(
+        head,
+        out,
+        i3d_state=ck["i3d"],
+        epoch=ck.get("epoch", 0),
+        epoch_best_aqa=best.get("epoch", 0),
+        rho_best=best.get("rho", 0.0),
+        RL2_min=best.get("rl2", 1000.0),
+    )

@@ -1,4 +1,5 @@
 """One TSA training step over static device buffers, so that CUDA can capture it in a graph."""
+
 from __future__ import annotations
 
 import copy
@@ -36,8 +37,7 @@ class TrainStep:
         y, gt = d.scores.index_select(0, idx), d.bounds.index_select(0, idx)
         # no autocast weight cache: cached casts would outlive a CUDA graph capture
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp, cache_enabled=False):
-            cache = self.model.encode(feats, maps, d.dive_ids.index_select(0, idx), gt,
-                                      use_gt=self.use_gt)
+            cache = self.model.encode(feats, maps, d.dive_ids.index_select(0, idx), gt, use_gt=self.use_gt)
             deltas = self.model.step_deltas(cache, cache, self.q_index, self.e_index).float().mean(1)
         finite = None
         if "probs" in cache:
@@ -63,8 +63,10 @@ class TrainStep:
         """Captures the step in a CUDA graph; the warm-up updates are undone afterwards."""
         model, opt = self.model, self.optimizer
         saved_model = copy.deepcopy(model.state_dict())
-        saved_opt = {id(p): {k: v.clone() if torch.is_tensor(v) else v for k, v in s.items()}
-                     for p, s in opt.state.items()}
+        saved_opt = {
+            id(p): {k: v.clone() if torch.is_tensor(v) else v for k, v in s.items()}
+            for p, s in opt.state.items()
+        }
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(stream):

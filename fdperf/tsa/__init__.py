@@ -1,4 +1,5 @@
 """TSA (procedure-aware cross-attention) and its ablation baselines on cached I3D features."""
+
 from __future__ import annotations
 
 from .baselines import FeatureRegression, SegmentRegression
@@ -36,6 +37,17 @@ def build_model(method: str = "TSA", **config) -> PairModel:
     raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
 
 
-__all__ = ["METHODS", "build_model", "TSA", "PairModel", "FeatureRegression",
-           "SegmentRegression", "PSNet", "Decoder", "Regressor", "LAYOUTS", "choose_bounds",
-           "pair_loss"]
+__all__ = [
+    "METHODS",
+    "build_model",
+    "TSA",
+    "PairModel",
+    "FeatureRegression",
+    "SegmentRegression",
+    "PSNet",
+    "Decoder",
+    "Regressor",
+    "LAYOUTS",
+    "choose_bounds",
+    "pair_loss",
+]

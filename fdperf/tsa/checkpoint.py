@@ -5,6 +5,7 @@ numbers only), so a checkpoint cannot run code. Writes are atomic: a temporary f
 folder, flushed and fsynced, then renamed over the target, so an interrupted save never leaves
 a half-written checkpoint under the final name.
 """
+
 from __future__ import annotations
 
 import os
@@ -37,9 +38,14 @@ def _numpy_scalar_globals():
     # The reference stores rho_best & co. as numpy float64 scalars (from scipy); admit exactly
     # the classes needed to rebuild such scalars, under both numpy 1 and numpy 2 names.
     scalar = np._core.multiarray.scalar
-    return [(scalar, "numpy.core.multiarray.scalar"), (scalar, "numpy._core.multiarray.scalar"),
-            np.dtype, type(np.dtype(np.float64)), type(np.dtype(np.float32)),
-            type(np.dtype(np.int64))]
+    return [
+        (scalar, "numpy.core.multiarray.scalar"),
+        (scalar, "numpy._core.multiarray.scalar"),
+        np.dtype,
+        type(np.dtype(np.float64)),
+        type(np.dtype(np.float32)),
+        type(np.dtype(np.int64)),
+    ]
 
 
 def read_checkpoint(path, map_location="cpu") -> dict:
@@ -51,11 +57,14 @@ def read_checkpoint(path, map_location="cpu") -> dict:
         with torch.serialization.safe_globals(_numpy_scalar_globals()):
             obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(f"{path}: refused or unreadable checkpoint content ({e}); fdperf "
-                              "loads checkpoints with weights_only=True") from e
+        raise CheckpointError(
+            f"{path}: refused or unreadable checkpoint content ({e}); fdperf "
+            "loads checkpoints with weights_only=True"
+        ) from e
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        raise CheckpointError(f"{path}: not a readable torch checkpoint (corrupt or truncated "
-                              f"file?): {e}") from e
+        raise CheckpointError(
+            f"{path}: not a readable torch checkpoint (corrupt or truncated file?): {e}"
+        ) from e
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict checkpoint, found {type(obj).__name__}")
     return obj
@@ -81,18 +90,28 @@ def save_checkpoint(path, obj: dict) -> Path:
 
 def model_checkpoint(model: PairModel, **extra) -> dict:
     """The fdperf checkpoint dict of `model` (extra keys: optimizer, epoch, rng, settings...)."""
-    return {"format": FORMAT, "format_version": FORMAT_VERSION, "method": model.method,
-            "config": model.config(), "model": model.state_dict(), **extra}
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "method": model.method,
+        "config": model.config(),
+        "model": model.state_dict(),
+        **extra,
+    }
 
 
 def identity_differences(a: dict, b: dict, names=("checkpoint", "store")) -> list:
     """'key: <names[0]> A, <names[1]> B' for every store-identity entry that differs."""
-    return [f"{k}: {names[0]} {a.get(k)!r}, {names[1]} {b.get(k)!r}"
-            for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return [
+        f"{k}: {names[0]} {a.get(k)!r}, {names[1]} {b.get(k)!r}"
+        for k in sorted(set(a) | set(b))
+        if a.get(k) != b.get(k)
+    ]
 
 
-def check_store(checkpoint: dict, identity: dict, *, checkpoint_path, store_path,
-                allow: bool = False, log=None) -> dict:
+def check_store(
+    checkpoint: dict, identity: dict, *, checkpoint_path, store_path, allow: bool = False, log=None
+) -> dict:
     """Compares the store identity a checkpoint recorded (`store_identity`, see
     `fdperf.features.videoset.store_identity`) with a store's; returns the record for
     metrics.json / train_summary.json.
@@ -103,18 +122,24 @@ def check_store(checkpoint: dict, identity: dict, *, checkpoint_path, store_path
     log = log or (lambda line: None)
     recorded = checkpoint.get("store_identity")
     if not isinstance(recorded, dict):
-        log(f"warning: {checkpoint_path} does not record the identity of its feature store "
-            f"(older checkpoint or reference last.pth): cannot check that {store_path} matches it")
+        log(
+            f"warning: {checkpoint_path} does not record the identity of its feature store "
+            f"(older checkpoint or reference last.pth): cannot check that {store_path} matches it"
+        )
         return {"status": "unrecorded"}
     diffs = identity_differences(recorded, identity)
     if not diffs:
         return {"status": "match"}
     if not allow:
-        raise StoreMismatch(f"{store_path} differs from the store {checkpoint_path} was trained on "
-                            f"({'; '.join(diffs)}); use a store extracted like the training store, "
-                            "or pass --allow-store-mismatch to proceed anyway")
-    log(f"warning: {store_path} differs from the store {checkpoint_path} was trained on "
-        f"({'; '.join(diffs)}); proceeding because of --allow-store-mismatch")
+        raise StoreMismatch(
+            f"{store_path} differs from the store {checkpoint_path} was trained on "
+            f"({'; '.join(diffs)}); use a store extracted like the training store, "
+            "or pass --allow-store-mismatch to proceed anyway"
+        )
+    log(
+        f"warning: {store_path} differs from the store {checkpoint_path} was trained on "
+        f"({'; '.join(diffs)}); proceeding because of --allow-store-mismatch"
+    )
     return {"status": "mismatch-allowed", "differences": diffs}
 
 
@@ -123,7 +148,7 @@ def _strip(state: dict, prefixes=("module.",)) -> dict:
     for k, v in state.items():
         for p in prefixes:
             if k.startswith(p):
-                k = k[len(p):]
+                k = k[len(p) :]
         out[k] = v
     return out
 
@@ -143,14 +168,14 @@ def reference_to_model(obj: dict, layout: str = "reference", where: str = "check
     """A TSA model from a reference checkpoint dict (keys possibly prefixed `module.`)."""
     psnet = _strip(obj["psnet_model"])
     if "tas.layer3.weight" not in psnet or "inc.conv.conv.0.weight" not in psnet:
-        raise CheckpointError(f"{where}: psnet_model lacks the PSNet weights "
-                              "(inc.conv.conv.0.weight, tas.layer3.weight)")
+        raise CheckpointError(
+            f"{where}: psnet_model lacks the PSNet weights (inc.conv.conv.0.weight, tas.layer3.weight)"
+        )
     in_channels = psnet["inc.conv.conv.0.weight"].shape[1]
     num_transitions = psnet["tas.layer3.weight"].shape[0]
     decoder = _strip(obj["decoder"])
     layers = len({k.split(".")[1] for k in decoder if k.startswith("model.")})
-    model = TSA(in_channels=in_channels, num_transitions=num_transitions, layout=layout,
-                layers=layers)
+    model = TSA(in_channels=in_channels, num_transitions=num_transitions, layout=layout, layers=layers)
     _load_state(model.psnet, psnet, f"{where} psnet_model")
     _load_state(model.decoder, decoder, f"{where} decoder")
     _load_state(model.regressor, _strip(obj["regressor_delta"]), f"{where} regressor_delta")
@@ -170,28 +195,37 @@ def import_reference_checkpoint(path, layout: str = "reference"):
     """Reads a reference `last.pth`; returns (TSA model, I3D state dict or None, meta dict)."""
     obj = read_checkpoint(path)
     if not is_reference(obj):
-        raise CheckpointError(f"{path}: not a reference TSA checkpoint: needs keys "
-                              f"{REFERENCE_PARTS}, found {sorted(obj)[:8]}")
+        raise CheckpointError(
+            f"{path}: not a reference TSA checkpoint: needs keys {REFERENCE_PARTS}, found {sorted(obj)[:8]}"
+        )
     model = reference_to_model(obj, layout, str(path))
-    meta = {k: (float(v) if isinstance(v, (np.floating, float)) else v)
-            for k, v in obj.items() if k in ("epoch", "epoch_best_aqa", "rho_best", "L2_min", "RL2_min")}
+    meta = {
+        k: (float(v) if isinstance(v, (np.floating, float)) else v)
+        for k, v in obj.items()
+        if k in ("epoch", "epoch_best_aqa", "rho_best", "L2_min", "RL2_min")
+    }
     return model, reference_i3d_state(obj), meta
 
 
-def export_reference_checkpoint(model: TSA, path, i3d_state: dict | None = None,
-                                data_parallel: bool = True, **meta) -> Path:
+def export_reference_checkpoint(
+    model: TSA, path, i3d_state: dict | None = None, data_parallel: bool = True, **meta
+) -> Path:
     """Writes `model` as a reference `last.pth` (keys prefixed `module.` like the reference's
     DataParallel modules), so the published code can load fdperf-trained weights."""
     if not isinstance(model, TSA):
         raise ValueError(f"only TSA models have a reference format, not {model.method}")
     pre = "module." if data_parallel else ""
-    obj = {"psnet_model": {pre + k: v for k, v in model.psnet.state_dict().items()},
-           "decoder": {pre + k: v for k, v in model.decoder.state_dict().items()},
-           "regressor_delta": {pre + k: v for k, v in model.regressor.state_dict().items()},
-           "base_model": {pre + "backbone." + k: v for k, v in (i3d_state or {}).items()},
-           "epoch": int(meta.get("epoch", 0)), "epoch_best_aqa": int(meta.get("epoch_best_aqa", 0)),
-           "rho_best": float(meta.get("rho_best", 0.0)), "L2_min": float(meta.get("L2_min", 1000.0)),
-           "RL2_min": float(meta.get("RL2_min", 1000.0))}
+    obj = {
+        "psnet_model": {pre + k: v for k, v in model.psnet.state_dict().items()},
+        "decoder": {pre + k: v for k, v in model.decoder.state_dict().items()},
+        "regressor_delta": {pre + k: v for k, v in model.regressor.state_dict().items()},
+        "base_model": {pre + "backbone." + k: v for k, v in (i3d_state or {}).items()},
+        "epoch": int(meta.get("epoch", 0)),
+        "epoch_best_aqa": int(meta.get("epoch_best_aqa", 0)),
+        "rho_best": float(meta.get("rho_best", 0.0)),
+        "L2_min": float(meta.get("L2_min", 1000.0)),
+        "RL2_min": float(meta.get("RL2_min", 1000.0)),
+    }
     return save_checkpoint(path, obj)
 
 
@@ -207,8 +241,10 @@ def load_model(path, layout: str | None = None, map_location="cpu"):
         obj = {"format": "reference", "method": "TSA", "config": model.config(), **obj}
     elif obj.get("format") == FORMAT:
         if obj.get("format_version", 0) > FORMAT_VERSION:
-            raise CheckpointError(f"{path}: checkpoint format {obj['format_version']} is newer than "
-                                  f"this fdperf understands ({FORMAT_VERSION})")
+            raise CheckpointError(
+                f"{path}: checkpoint format {obj['format_version']} is newer than "
+                f"this fdperf understands ({FORMAT_VERSION})"
+            )
         for key in ("method", "config", "model"):
             if key not in obj:
                 raise CheckpointError(f"{path}: fdperf checkpoint lacks {key!r}")
@@ -221,6 +257,8 @@ def load_model(path, layout: str | None = None, map_location="cpu"):
             raise CheckpointError(f"{path}: cannot rebuild method {obj['method']!r}: {e}") from e
         _load_state(model, obj["model"], str(path))
     else:
-        raise CheckpointError(f"{path}: unknown checkpoint layout (neither fdperf's nor the "
-                              f"reference's); top-level keys: {sorted(obj)[:8]}")
+        raise CheckpointError(
+            f"{path}: unknown checkpoint layout (neither fdperf's nor the "
+            f"reference's); top-level keys: {sorted(obj)[:8]}"
+        )
     return model.eval(), obj

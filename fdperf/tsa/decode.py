@@ -10,6 +10,7 @@ Two decoders, both on the device without a host synchronisation (CUDA-graph safe
 Ties (both decoders): the earliest positions win. For "ordered", among the optimal tuples the
 lexicographically smallest one (smallest t_1, then smallest t_2, ...).
 """
+
 from __future__ import annotations
 
 import torch

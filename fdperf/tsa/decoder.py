@@ -6,6 +6,7 @@ attends only to the same step of the exemplar, and all steps, heads and pairs go
 exemplars are shared by many queries without being copied. Module names follow the reference
 (`model.{i}.norm_q`, `.norm_v`, `.attn.q_map/k_map/v_map/proj`, `.norm2`, `.mlp.fc1/fc2`).
 """
+
 from __future__ import annotations
 
 import torch
@@ -43,8 +44,9 @@ class CrossAttention(nn.Module):
         qh = self._heads(self.q_map(q))
         kh = self._heads(self.k_map(mem))
         vh = self._heads(self.v_map(mem))
-        out = ops.step_attention(native_dtype(qh), native_dtype(kh), native_dtype(vh), index=index,
-                                 scale=self.scale)                                     # [N, H, S, T, D]
+        out = ops.step_attention(
+            native_dtype(qh), native_dtype(kh), native_dtype(vh), index=index, scale=self.scale
+        )  # [N, H, S, T, D]
         return self.proj(out.permute(0, 2, 3, 1, 4).reshape(N, S, T, C))
 
 
@@ -83,8 +85,10 @@ class Decoder(nn.Module):
 
     def forward(self, q: torch.Tensor, mem: torch.Tensor, index: torch.Tensor | None = None):
         if q.dim() != 4 or mem.dim() != 4 or q.shape[1] != mem.shape[1] or q.shape[3] != mem.shape[3]:
-            raise ValueError(f"decoder expects q [N, S, Tq, C] and mem [E, S, Tk, C] with the same "
-                             f"S and C, got {tuple(q.shape)} and {tuple(mem.shape)}")
+            raise ValueError(
+                f"decoder expects q [N, S, Tq, C] and mem [E, S, Tk, C] with the same "
+                f"S and C, got {tuple(q.shape)} and {tuple(mem.shape)}"
+            )
         for block in self.model:
             q = block(q, mem, index)
         return q

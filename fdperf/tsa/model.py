@@ -4,6 +4,7 @@ A method encodes each video once (`encode`: PSNet, transitions, step tokens) and
 any list of (query, exemplar) pairs from those caches (`step_deltas`), so training decodes a
 batch's two directions in one call and voting reuses a video's encoding for all its pairs.
 """
+
 from __future__ import annotations
 
 import torch
@@ -25,6 +26,7 @@ class PairModel(nn.Module):
     Subclasses set `method`, `segments` (whether they predict transitions: adds the BCE loss
     and the transition schedule) and `symmetric` (both directions in the loss).
     """
+
     method = "base"
     segments = False
     symmetric = True
@@ -34,12 +36,14 @@ class PairModel(nn.Module):
         """Constructor keywords, stored in checkpoints to rebuild the model."""
         raise NotImplementedError
 
-    def encode(self, features, maps=None, dive_ids=None, gt_bounds=None, use_gt=False,
-               query=True, memory=True) -> dict:
+    def encode(
+        self, features, maps=None, dive_ids=None, gt_bounds=None, use_gt=False, query=True, memory=True
+    ) -> dict:
         raise NotImplementedError
 
-    def step_deltas(self, qcache: dict, ecache: dict, q_index: torch.Tensor,
-                    e_index: torch.Tensor) -> torch.Tensor:
+    def step_deltas(
+        self, qcache: dict, ecache: dict, q_index: torch.Tensor, e_index: torch.Tensor
+    ) -> torch.Tensor:
         """Relative scores [P, S] of query rows `q_index` against exemplar rows `e_index`
         (the pair's delta is their mean over S)."""
         raise NotImplementedError
@@ -70,13 +74,23 @@ class TSA(PairModel):
     checkpoints trained by the reference need it), "spatial" moves the H*W positions to the
     batch axis properly.
     """
+
     method = "TSA"
     segments = True
     needs_maps = True
 
-    def __init__(self, in_channels: int = 9, num_transitions: int = 2, fix_size: int = 5,
-                 layout: str = "reference", dim: int = 64, heads: int = 8, layers: int = 3,
-                 oracle: bool = False, decode: str = "window"):
+    def __init__(
+        self,
+        in_channels: int = 9,
+        num_transitions: int = 2,
+        fix_size: int = 5,
+        layout: str = "reference",
+        dim: int = 64,
+        heads: int = 8,
+        layers: int = 3,
+        oracle: bool = False,
+        decode: str = "window",
+    ):
         super().__init__()
         if layout not in LAYOUTS:
             raise ValueError(f"unknown feature-map layout {layout!r}; choose one of {LAYOUTS}")
@@ -95,9 +109,17 @@ class TSA(PairModel):
         return self.num_transitions + 1
 
     def config(self) -> dict:
-        return dict(in_channels=self.in_channels, num_transitions=self.num_transitions,
-                    fix_size=self.fix_size, layout=self.layout, dim=self.dim, heads=self.heads,
-                    layers=self.layers, oracle=self.oracle, **decode_config(self.decode))
+        return dict(
+            in_channels=self.in_channels,
+            num_transitions=self.num_transitions,
+            fix_size=self.fix_size,
+            layout=self.layout,
+            dim=self.dim,
+            heads=self.heads,
+            layers=self.layers,
+            oracle=self.oracle,
+            **decode_config(self.decode),
+        )
 
     def map_units(self, maps: torch.Tensor) -> torch.Tensor:
         """Feature maps [B, snippets, 1024, H, W] -> PSNet units [B, 64, 96, H, W]."""
@@ -105,36 +127,45 @@ class TSA(PairModel):
             raise ValueError(f"feature maps must be [B, snippets, 1024, H, W], got {tuple(maps.shape)}")
         B, T, C, H, W = maps.shape
         if self.layout == "reference":
-            u = self.psnet.units(maps.reshape(B * H * W, T, C))        # [B*HW, 96, 64]
+            u = self.psnet.units(maps.reshape(B * H * W, T, C))  # [B*HW, 96, 64]
             return u.reshape(B, u.shape[1], u.shape[2], H, W).transpose(1, 2)
         u = self.psnet.units(maps.permute(0, 3, 4, 1, 2).reshape(B * H * W, T, C))
         return u.reshape(B, H, W, u.shape[1], u.shape[2]).permute(0, 4, 3, 1, 2)
 
-    def encode(self, features, maps=None, dive_ids=None, gt_bounds=None, use_gt=False,
-               query=True, memory=True) -> dict:
-        u, probs = self.psnet(features)                       # [B, 96, 64], [B, 96, L]
+    def encode(
+        self, features, maps=None, dive_ids=None, gt_bounds=None, use_gt=False, query=True, memory=True
+    ) -> dict:
+        u, probs = self.psnet(features)  # [B, 96, 64], [B, 96, L]
         if self.oracle and not self.training:
             use_gt = True
         bounds = choose_bounds(probs, gt_bounds, use_gt, self.decode)
         cache = {"probs": probs, "bounds": bounds}
         if query:  # the query's 5 tokens per step, from the 1-D features
-            cache["tokens"] = ops.segment_resample(native_dtype(u).transpose(1, 2), bounds,
-                                                   self.fix_size, tokens=True)
+            cache["tokens"] = ops.segment_resample(
+                native_dtype(u).transpose(1, 2), bounds, self.fix_size, tokens=True
+            )
         if memory:  # the exemplar's 5*H*W tokens per step, from the feature maps
             if maps is None:
                 raise ValueError("TSA needs feature maps for exemplars (the store's feature_maps)")
-            cache["memory"] = ops.segment_resample(native_dtype(self.map_units(maps)), bounds,
-                                                   self.fix_size, tokens=True)
+            cache["memory"] = ops.segment_resample(
+                native_dtype(self.map_units(maps)), bounds, self.fix_size, tokens=True
+            )
         return cache
 
     def step_deltas(self, qcache, ecache, q_index, e_index):
-        q = qcache["tokens"].index_select(0, q_index)          # [P, S, 5, C]
-        out = self.decoder(q, ecache["memory"], e_index)       # [P, S, 5, C]
-        return self.regressor(out).squeeze(-1).mean(-1)        # [P, S]
+        q = qcache["tokens"].index_select(0, q_index)  # [P, S, 5, C]
+        out = self.decoder(q, ecache["memory"], e_index)  # [P, S, 5, C]
+        return self.regressor(out).squeeze(-1).mean(-1)  # [P, S]
 
 
-def pair_loss(model: PairModel, cache: dict, deltas: torch.Tensor, y_q: torch.Tensor,
-              y_e: torch.Tensor, gt_bounds: torch.Tensor | None) -> torch.Tensor:
+def pair_loss(
+    model: PairModel,
+    cache: dict,
+    deltas: torch.Tensor,
+    y_q: torch.Tensor,
+    y_e: torch.Tensor,
+    gt_bounds: torch.Tensor | None,
+) -> torch.Tensor:
     """The reference loss for a training batch encoded as [queries; exemplars] (2N rows).
 
     `deltas` [2N]: rows :N are query->exemplar, rows N: exemplar->query.

@@ -3,6 +3,7 @@
 Module names follow the reference implementation so that its state dicts load unchanged:
 `inc.conv.conv.{0,1,3,4}`, `down{1..4}.mpconv.1.conv.{0,1,3,4}`, `tas.layer{1,2,3}`.
 """
+
 from __future__ import annotations
 
 import torch
@@ -22,8 +23,13 @@ class DoubleConv(nn.Module):
     def __init__(self, in_ch: int, out_ch: int):
         super().__init__()
         self.conv = nn.Sequential(
-            nn.Conv1d(in_ch, out_ch, 3, padding=1), nn.BatchNorm1d(out_ch), nn.ReLU(inplace=True),
-            nn.Conv1d(out_ch, out_ch, 3, padding=1), nn.BatchNorm1d(out_ch), nn.ReLU(inplace=True))
+            nn.Conv1d(in_ch, out_ch, 3, padding=1),
+            nn.BatchNorm1d(out_ch),
+            nn.ReLU(inplace=True),
+            nn.Conv1d(out_ch, out_ch, 3, padding=1),
+            nn.BatchNorm1d(out_ch),
+            nn.ReLU(inplace=True),
+        )
 
     def forward(self, x):
         return self.conv(x)

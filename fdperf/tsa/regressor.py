@@ -1,4 +1,5 @@
 """The score regressor: MLP 64 -> 256 -> 64 -> 1 with ReLU, applied to every decoded token."""
+
 from __future__ import annotations
 
 import torch

@@ -9,6 +9,7 @@ decoder busy, so several run in parallel through `ParallelDecoder`).
 A failing batch is retried one video at a time on a fresh pipeline, so one bad file costs its
 own video only; `decode` returns, per video, either frames or a `DecodeError`.
 """
+
 from __future__ import annotations
 
 import threading
@@ -29,14 +30,27 @@ def _dali():
     # Imported lazily: DALI is only needed once a pipeline is built.
     from nvidia.dali import fn, pipeline_def, types
     from nvidia.dali.plugin.pytorch import feed_ndarray
+
     return fn, pipeline_def, types, feed_ndarray
 
 
 def _dali_reason(err: Exception) -> str:
     lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    useful = [ln for ln in lines if not ln.startswith(("Critical error", "Current pipeline", "File ",
-                                                          "which was used", "Error in", "return ",
-                                                          "encountered"))]
+    useful = [
+        ln
+        for ln in lines
+        if not ln.startswith(
+            (
+                "Critical error",
+                "Current pipeline",
+                "File ",
+                "which was used",
+                "Error in",
+                "return ",
+                "encountered",
+            )
+        )
+    ]
     return useful[0] if useful else (lines[0] if lines else type(err).__name__)
 
 
@@ -52,9 +66,14 @@ class _Pipe:
         _, pipeline_def, _, _ = _dali()
         if self._pipe is None:
             device_id = None if self.device.type == "cpu" else (self.device.index or 0)
-            self._pipe = pipeline_def(self.graph, batch_size=self.batch_size, num_threads=self.num_threads,
-                                      device_id=device_id, prefetch_queue_depth=1,
-                                      exec_dynamic=True)()
+            self._pipe = pipeline_def(
+                self.graph,
+                batch_size=self.batch_size,
+                num_threads=self.num_threads,
+                device_id=device_id,
+                prefetch_queue_depth=1,
+                exec_dynamic=True,
+            )()
             self._pipe.build()
         try:
             for name, data in feeds.items():
@@ -86,7 +105,7 @@ def _group(frames: list[torch.Tensor], counts: Sequence[int]) -> list[torch.Tens
     """Per-video [T, H, W, 3] tensors from per-frame samples, `counts[i]` frames for video i."""
     res, start = [], 0
     for c in counts:
-        res.append(torch.stack(frames[start:start + c]))
+        res.append(torch.stack(frames[start : start + c]))
         start += c
     return res
 
@@ -94,8 +113,7 @@ def _group(frames: list[torch.Tensor], counts: Sequence[int]) -> list[torch.Tens
 class JpegDecoder:
     """JPEG frames -> uint8 RGB [T, H, W, 3] per video, on `device` (CPU or CUDA)."""
 
-    def __init__(self, device: str | torch.device = "cpu", max_frames: int = 96 * 4,
-                 num_threads: int = 2):
+    def __init__(self, device: str | torch.device = "cpu", max_frames: int = 96 * 4, num_threads: int = 2):
         self.device = torch.device(device)
         dali_device = "cpu" if self.device.type == "cpu" else "mixed"
 
@@ -144,8 +162,9 @@ class DaliVideoDecoder:
         if len(videos) > self.max_videos:
             raise ValueError(f"{len(videos)} videos in one batch, the decoder holds {self.max_videos}")
         try:
-            out = self._pipe.run({"enc": [v[0] for v in videos],
-                                  "frames": [np.asarray(v[1], np.int32) for v in videos]})
+            out = self._pipe.run(
+                {"enc": [v[0] for v in videos], "frames": [np.asarray(v[1], np.int32) for v in videos]}
+            )
             return _samples(out, self.device)
         except RuntimeError as e:
             if len(videos) == 1:

@@ -7,6 +7,7 @@ none), and a frame header (SOFn) with a non-zero size that comes before the scan
 few microseconds per frame (the markers before the scan, not the compressed data) and also gives
 each frame's size, so a folder of mixed sizes is refused before decoding.
 """
+
 from __future__ import annotations
 
 import struct
@@ -18,7 +19,7 @@ from .sources import SourceError
 
 # SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC): the markers that carry the frame size.
 _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-_STANDALONE = frozenset(range(0xD0, 0xD8)) | {0x01}   # RSTn and TEM: no length field
+_STANDALONE = frozenset(range(0xD0, 0xD8)) | {0x01}  # RSTn and TEM: no length field
 _SOS, _EOI = 0xDA, 0xD9
 # Encoders and tools may pad after EOI; accept this much trailing data.
 EOI_SLACK = 512
@@ -39,7 +40,7 @@ def jpeg_size(data) -> tuple[int, int]:
         raise JpegCheckError("empty file (0 bytes)")
     if n < 4 or buf[0] != 0xFF or buf[1] != 0xD8:
         raise JpegCheckError("not a JPEG file (no SOI marker FF D8 at the start)")
-    if bytes(buf[max(0, n - EOI_SLACK):]).rfind(b"\xff\xd9") < 0:
+    if bytes(buf[max(0, n - EOI_SLACK) :]).rfind(b"\xff\xd9") < 0:
         raise JpegCheckError("truncated JPEG (no EOI marker FF D9 at the end)")
     return _frame_header(buf, n)
 
@@ -51,7 +52,7 @@ def _frame_header(buf, n: int) -> tuple[int, int]:
         if buf[pos] != 0xFF:
             raise JpegCheckError(f"corrupt JPEG header (no marker at byte {pos})")
         marker = buf[pos + 1]
-        if marker == 0xFF:           # fill byte before a marker
+        if marker == 0xFF:  # fill byte before a marker
             pos += 1
             continue
         if marker in _STANDALONE:
@@ -65,7 +66,7 @@ def _frame_header(buf, n: int) -> tuple[int, int]:
         if marker in _SOF:
             if length < 8:
                 raise JpegCheckError("corrupt JPEG frame header (too short)")
-            height, width = struct.unpack(">HH", bytes(buf[pos + 5:pos + 9]))
+            height, width = struct.unpack(">HH", bytes(buf[pos + 5 : pos + 9]))
             components = buf[pos + 9]
             if height == 0 or width == 0:
                 raise JpegCheckError(f"JPEG frame header gives an empty image ({width}x{height})")
@@ -99,6 +100,7 @@ def read_checked_frames(files: Sequence[str]) -> list[np.ndarray]:
         elif size != first[1]:
             raise SourceError(
                 f"frames of mixed sizes: {path} is {size[1]}x{size[0]}, {first[0]} is "
-                f"{first[1][1]}x{first[1][0]} (width x height); resize the folder's frames to one size")
+                f"{first[1][1]}x{first[1][0]} (width x height); resize the folder's frames to one size"
+            )
         arrays[path] = np.frombuffer(data, dtype=np.uint8)
     return [arrays[p] for p in files]

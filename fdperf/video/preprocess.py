@@ -7,6 +7,7 @@ transform is one gather per axis on the decoded batch: no per-frame work, on any
 PIL's source-index table is not exactly floor((i + 0.5) * in / out), so the table is taken from
 PIL itself: it resizes an image whose pixels hold their own coordinates.
 """
+
 from __future__ import annotations
 
 import functools
@@ -44,12 +45,14 @@ def _centre_offset(size: int, crop: int) -> int:
 @dataclass(frozen=True)
 class CropPlan:
     """Which source rows and columns make the 112x112 output (flip included)."""
+
     rows: np.ndarray
     cols: np.ndarray
 
 
-def plan_reference(h: int, w: int, *, top: int | None = None, left: int | None = None,
-                   flip: bool = False) -> CropPlan:
+def plan_reference(
+    h: int, w: int, *, top: int | None = None, left: int | None = None, flip: bool = False
+) -> CropPlan:
     """The reference transform: NEAREST squash to 112x200, then a 112x112 crop.
 
     `top`/`left` default to the centre crop (the test-time transform); training views pass
@@ -60,7 +63,7 @@ def plan_reference(h: int, w: int, *, top: int | None = None, left: int | None =
     left = _centre_offset(SQUASH_WIDTH, CROP) if left is None else left
     if not (0 <= top <= SQUASH_HEIGHT - CROP and 0 <= left <= SQUASH_WIDTH - CROP):
         raise ValueError(f"crop offset ({top}, {left}) outside the {SQUASH_WIDTH}x{SQUASH_HEIGHT} frame")
-    rows, cols = rows[top:top + CROP], cols[left:left + CROP]
+    rows, cols = rows[top : top + CROP], cols[left : left + CROP]
     return CropPlan(rows, cols[::-1].copy() if flip else cols)
 
 
@@ -72,7 +75,7 @@ def plan_aspect(h: int, w: int, *, flip: bool = False) -> CropPlan:
         oh, ow = int(CROP * h / w), CROP
     rows, cols = pil_nearest_tables((h, w), (oh, ow))
     top, left = _centre_offset(oh, CROP), _centre_offset(ow, CROP)
-    rows, cols = rows[top:top + CROP], cols[left:left + CROP]
+    rows, cols = rows[top : top + CROP], cols[left : left + CROP]
     return CropPlan(rows, cols[::-1].copy() if flip else cols)
 
 
@@ -95,8 +98,9 @@ def plan_for(mode: str, h: int, w: int, view: int | None = None, seed: int = 0, 
     return plan_reference(h, w, top=top, left=left, flip=flip)
 
 
-def gather_normalize(frames: torch.Tensor, plan: CropPlan, out: torch.Tensor | None = None,
-                     dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def gather_normalize(
+    frames: torch.Tensor, plan: CropPlan, out: torch.Tensor | None = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """uint8 frames [T, H, W, 3] (any device) -> normalised clip [3, T, 112, 112].
 
     Same arithmetic as the reference (ToTensor: x / 255; Normalize: (x - mean) / std, in
@@ -107,8 +111,8 @@ def gather_normalize(frames: torch.Tensor, plan: CropPlan, out: torch.Tensor | N
     dev = frames.device
     rows = torch.as_tensor(plan.rows, device=dev)
     cols = torch.as_tensor(plan.cols, device=dev)
-    x = frames.index_select(1, rows).index_select(2, cols)            # [T, 112, 112, 3] uint8
-    x = x.permute(3, 0, 1, 2).to(torch.float32).div_(255.0)            # [3, T, 112, 112]
+    x = frames.index_select(1, rows).index_select(2, cols)  # [T, 112, 112, 3] uint8
+    x = x.permute(3, 0, 1, 2).to(torch.float32).div_(255.0)  # [3, T, 112, 112]
     mean = torch.tensor(MEAN, dtype=torch.float32, device=dev).view(3, 1, 1, 1)
     std = torch.tensor(STD, dtype=torch.float32, device=dev).view(3, 1, 1, 1)
     x = x.sub_(mean).div_(std)
@@ -128,5 +132,5 @@ def to_snippets(clips: torch.Tensor, starts: list[int], length: int = 16) -> tor
     if clips.shape[2] < starts[-1] + length:
         raise ValueError(f"clips have {clips.shape[2]} frames, snippets need {starts[-1] + length}")
     b = clips.shape[0]
-    snips = torch.stack([clips[:, :, s:s + length] for s in starts], dim=1)
+    snips = torch.stack([clips[:, :, s : s + length] for s in starts], dim=1)
     return snips.reshape((b * len(starts),) + snips.shape[2:])

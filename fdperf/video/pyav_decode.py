@@ -2,6 +2,7 @@
 
 PyAV (FFmpeg) decodes the stream once, front to back, and keeps only the requested frames.
 """
+
 from __future__ import annotations
 
 import os
@@ -73,8 +74,10 @@ def decode_frames(path: str | os.PathLike, indices: np.ndarray) -> np.ndarray:
         raise VideoError(f"{path}: decoding failed ({type(e).__name__}: {e})") from e
     missing = sorted(wanted - kept.keys())
     if missing:
-        raise VideoError(f"{path}: the stream ends before frame {missing[0]} "
-                         f"(truncated file, or fewer frames than the instance bounds say)")
+        raise VideoError(
+            f"{path}: the stream ends before frame {missing[0]} "
+            f"(truncated file, or fewer frames than the instance bounds say)"
+        )
     return np.stack([kept[i] for i in indices.tolist()])
 
 

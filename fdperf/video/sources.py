@@ -6,6 +6,7 @@ numbers in the file names, minus the first number, as positions in the sorted fi
 Videos are `<root>/<event>/<index>.<ext>` (one trimmed instance per file), untrimmed
 `<root>/<event>.<ext>` cut by the coarse annotation's start and end frames, or listed in a file.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,7 +29,7 @@ class SourceError(ValueError, UserError):
 @dataclass(frozen=True)
 class FrameFolder:
     key: tuple[str, int]
-    files: tuple[str, ...]      # the 96 sampled JPEG paths, in clip order
+    files: tuple[str, ...]  # the 96 sampled JPEG paths, in clip order
     warnings: tuple[str, ...] = ()  # what the sampling had to accept (short folder, skipped files)
 
 
@@ -36,7 +37,7 @@ class FrameFolder:
 class VideoFile:
     key: tuple[str, int]
     path: str
-    start: int | None = None    # first and last frame of the instance (inclusive); None: all
+    start: int | None = None  # first and last frame of the instance (inclusive); None: all
     end: int | None = None
 
 
@@ -59,14 +60,17 @@ def frame_folder(root: str, key, n: int = NUM_FRAMES) -> FrameFolder:
     for e in os.scandir(folder):
         if e.name.lower().endswith((".jpg", ".jpeg")) and e.is_file():
             names.append(e.name)
-        elif e.is_file() and not e.name.startswith("."):     # hidden files (.DS_Store, ...) are never frames
+        elif e.is_file() and not e.name.startswith("."):  # hidden files (.DS_Store, ...) are never frames
             skipped.append(e.name)
     if not names:
         raise SourceError(f"no JPEG frames in {folder}" + (f" (only {_listing(skipped)})" if skipped else ""))
     names.sort()
     idx = folder_frame_indices(names, n)
-    return FrameFolder((key[0], int(key[1])), tuple(os.path.join(folder, names[i]) for i in idx),
-                       _folder_warnings(folder, len(names), sorted(skipped), n))
+    return FrameFolder(
+        (key[0], int(key[1])),
+        tuple(os.path.join(folder, names[i]) for i in idx),
+        _folder_warnings(folder, len(names), sorted(skipped), n),
+    )
 
 
 def _listing(names: list[str], limit: int = 3) -> str:
@@ -79,13 +83,21 @@ def _folder_warnings(folder: str, frames: int, skipped: list[str], n: int) -> tu
     if frames < n:
         out.append(f"{folder} has only {frames} frame(s), fewer than the {n} sampled: frames are repeated")
     if skipped:
-        out.append(f"{folder}: skipped {len(skipped)} file(s) that are not .jpg/.jpeg frames "
-                   f"({_listing(skipped)}); convert them to JPEG if they are frames")
+        out.append(
+            f"{folder}: skipped {len(skipped)} file(s) that are not .jpg/.jpeg frames "
+            f"({_listing(skipped)}); convert them to JPEG if they are frames"
+        )
     return tuple(out)
 
 
-def video_file(root: str, key, ext: str = ".mp4", start: int | None = None,
-               end: int | None = None, untrimmed: bool = False) -> VideoFile:
+def video_file(
+    root: str,
+    key,
+    ext: str = ".mp4",
+    start: int | None = None,
+    end: int | None = None,
+    untrimmed: bool = False,
+) -> VideoFile:
     name = key[0] if untrimmed else os.path.join(key[0], str(int(key[1])))
     path = os.path.join(root, name + ext)
     if not os.path.isfile(path):
@@ -147,11 +159,22 @@ def discover_frame_keys(root: str) -> list[tuple[str, int]]:
     keys = []
     for ev in sorted(os.scandir(root), key=lambda e: e.name):
         if ev.is_dir():
-            keys += [(ev.name, int(ix.name)) for ix in os.scandir(ev.path)
-                     if ix.is_dir() and ix.name.isdigit()]
+            keys += [
+                (ev.name, int(ix.name)) for ix in os.scandir(ev.path) if ix.is_dir() and ix.name.isdigit()
+            ]
     return sorted(keys)
 
 
-__all__ = ["FrameFolder", "VideoFile", "SourceError", "NUM_FRAMES", "folder_frame_indices",
-           "frame_folder", "video_file", "video_frame_indices", "read_video_list", "read_keys_file",
-           "discover_frame_keys"]
+__all__ = [
+    "FrameFolder",
+    "VideoFile",
+    "SourceError",
+    "NUM_FRAMES",
+    "folder_frame_indices",
+    "frame_folder",
+    "video_file",
+    "video_frame_indices",
+    "read_video_list",
+    "read_keys_file",
+    "discover_frame_keys",
+]
