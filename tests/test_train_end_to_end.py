@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from conftest import write_annotation_set
 from PIL import Image
-from test_tsa_model import ref_pair_forward
+from reference_tsa import ReferenceTSA
 
 from fdperf.backbone import load_i3d
 from fdperf.backbone.weights import random_i3d
@@ -76,7 +76,7 @@ def _ref_step(model: EndToEnd, clips, y, gt):
     f1, m1 = model.backbone(clips[:1, :, :16])
     f2, m2 = model.backbone(clips[1:, :, :16])
     f1, f2, m1, m2 = f1[:, None], f2[:, None], m1[:, None], m2[:, None]
-    delta, probs, _ = ref_pair_forward(model.head, f1, m1, f2, m2, gt[:1], gt[1:], True, True)
+    delta, probs, _ = ReferenceTSA(model.head).pair_deltas(f1, m1, f2, m2, gt[:1], gt[1:], training=True)
     target = torch.zeros_like(probs).scatter_(1, gt.unsqueeze(1), 1.0)
     loss = (
         F.mse_loss(delta[:1], y[:1] - y[1:])
