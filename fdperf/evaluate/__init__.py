@@ -299,6 +299,17 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def write_outputs(out_dir, result: dict, queries: VideoSet, exemplars: VideoSet, rows, votes, ann):
+    """`metrics.json` and `predictions.csv` of one evaluation; returns both paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics_path = out / "metrics.json"
+    metrics_path.write_text(json.dumps(result, indent=2) + "\n")
+    table = predictions_table(queries, exemplars, rows, votes, ann)
+    pred_path = write_csv(out / "predictions.csv", table, prediction_columns(queries.bounds.shape[1]))
+    return metrics_path, pred_path
+
+
 def evaluate(
     checkpoint,
     store_path,
@@ -365,32 +376,25 @@ def evaluate(
         votes.scores, queries.scores, None if votes.bounds is None else votes.bounds, queries.bounds
     )
     result.update(
-        {
-            "method": ckpt.get("method", model.method),
-            "checkpoint": str(checkpoint),
-            "checkpoint_format": ckpt.get("format"),
-            "checkpoint_epoch": ckpt.get("epoch"),
-            "store": str(store_path),
-            "split": split,
-            "voter_number": voter_number,
-            "policy": policy,
-            "seed": seed,
-            "transitions": transitions,
-            "layout": getattr(model, "layout", None),
-            "decode": getattr(model, "decode", None),
-            "num_pairs": int(valid.sum()),
-            "device": str(device),
-            "amp": amp,
-            "store_identity": identity,
-            "store_check": store_check,
-            "seconds_load": t_load,
-            "seconds_vote": t_vote,
-        }
+        method=ckpt.get("method", model.method),
+        checkpoint=str(checkpoint),
+        checkpoint_format=ckpt.get("format"),
+        checkpoint_epoch=ckpt.get("epoch"),
+        store=str(store_path),
+        split=split,
+        voter_number=voter_number,
+        policy=policy,
+        seed=seed,
+        transitions=transitions,
+        layout=getattr(model, "layout", None),
+        decode=getattr(model, "decode", None),
+        num_pairs=int(valid.sum()),
+        device=str(device),
+        amp=amp,
+        store_identity=identity,
+        store_check=store_check,
+        seconds_load=t_load,
+        seconds_vote=t_vote,
     )
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    metrics_path = out / "metrics.json"
-    metrics_path.write_text(json.dumps(result, indent=2) + "\n")
-    table = predictions_table(queries, exemplars, rows, votes, ann)
-    pred_path = write_csv(out / "predictions.csv", table, prediction_columns(queries.bounds.shape[1]))
+    metrics_path, pred_path = write_outputs(out_dir, result, queries, exemplars, rows, votes, ann)
     return EvalResult(result, metrics_path, pred_path, votes)

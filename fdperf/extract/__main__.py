@@ -39,8 +39,7 @@ file or key; --debug shows the traceback), a store in use by another run include
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = cli.parser(PROG, __doc__.splitlines()[0].split(": ", 1)[1], EPILOG)
+def _add_inputs(p: argparse.ArgumentParser) -> None:
     src = p.add_argument_group("inputs (one of --frames-root, --videos-root, --video-list)")
     src.add_argument(
         "--annotations",
@@ -81,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--keys-file", metavar="FILE", help="only these keys, one 'event/index' per line")
     src.add_argument("--limit", type=int, metavar="N", help="only the first N keys (after the other filters)")
 
+
+def _add_output(p: argparse.ArgumentParser) -> None:
     out = p.add_argument_group("output")
     out.add_argument(
         "--out", required=True, metavar="FILE.h5", help="feature store to create, or to resume when it exists"
@@ -89,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="start over even if FILE.h5 exists (default: resume it)"
     )
 
+
+def _add_backbone(p: argparse.ArgumentParser) -> None:
     model = p.add_argument_group("backbone")
     model.add_argument(
         "--weights",
@@ -118,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="channels_last_3d memory format for I3D (auto: on; faster on GPUs and on AVX2 CPUs)",
     )
 
+
+def _add_processing(p: argparse.ArgumentParser) -> None:
     proc = p.add_argument_group("processing")
     proc.add_argument(
         "--device",
@@ -172,6 +177,14 @@ def build_parser() -> argparse.ArgumentParser:
         "only make quick tests cheaper (default: 9)",
     )
     proc.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = cli.parser(PROG, __doc__.splitlines()[0].split(": ", 1)[1], EPILOG)
+    _add_inputs(p)
+    _add_output(p)
+    _add_backbone(p)
+    _add_processing(p)
     return p
 
 

@@ -25,6 +25,17 @@ def _snippet_steps(t1: int, t2: int, snippets: int = 9) -> np.ndarray:
     return (centres >= t1).astype(int) + (centres >= t2).astype(int)
 
 
+def _write_store(out_dir, keys, feats, maps, views: int, map_size: int) -> str:
+    """`out_dir/features.h5` through the store writer, every row done."""
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "features.h5")
+    attrs = {"backbone": "synthetic", "weights_sha256": "random-init"}
+    with FeatureStoreWriter(path, keys, attrs=attrs, views=views, map_size=map_size, overwrite=True) as store:
+        store.write(np.arange(len(keys)), feats, maps)
+        store.finish()
+    return path
+
+
 def make_synthetic_features(
     out_dir,
     n_train: int = 96,
@@ -91,18 +102,7 @@ def make_synthetic_features(
         maps = maps[:, None] + 0.1 * noise * rng.standard_normal((n, views) + maps.shape[1:]).astype(
             np.float32
         )
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, "features.h5")
-    with FeatureStoreWriter(
-        path,
-        keys,
-        attrs={"backbone": "synthetic", "weights_sha256": "random-init"},
-        views=views,
-        map_size=map_size,
-        overwrite=True,
-    ) as store:
-        store.write(np.arange(n), feats, maps)
-        store.finish()
+    path = _write_store(out_dir, keys, feats, maps, views, map_size)
     folder = os.path.join(out_dir, "Annotations")
     types = {t: str(t) for t in STEP_TYPES}
     write_annotations(folder, samples.values(), keys[:n_train], keys[n_train:], types)

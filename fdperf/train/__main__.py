@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="evaluate on the test split every N epochs (and after the last)",
     )
+    _add_run_options(p)
+    return p
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """Device, resume, views, checks and output options."""
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--amp", action="store_true", help="bf16 autocast")
     p.add_argument("--no-cuda-graph", action="store_true", help="do not capture the step in a CUDA graph")
@@ -111,7 +117,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="train I3D with the head on frames or videos instead of on a store "
         "(its own options: python -m fdperf.train --end-to-end --help)",
     )
-    return p
 
 
 def config_from(args) -> TrainConfig:
