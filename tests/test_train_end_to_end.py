@@ -56,7 +56,7 @@ def _kw(frames, **extra):
         device="cpu",
         progress=False,
         seed=4,
-        decode=ExtractOptions(device="cpu", batch_videos=2, progress=False),
+        reader=ExtractOptions(device="cpu", batch_videos=2, progress=False),
     )
     kw.update(extra)
     return kw
@@ -393,7 +393,7 @@ def test_cuda_paths(tmp_path, dataset):
         device="cuda",
         bs_train=2,
         max_epoch=2,
-        decode=ExtractOptions(device="cuda", batch_videos=2, progress=False),
+        reader=ExtractOptions(device="cuda", batch_videos=2, progress=False),
     )
     gpu = setup(EndToEndConfig(**kw).validate(), ann, torch.device("cuda"))
     cpu = setup(EndToEndConfig(**_kw(frames)).validate(), ann, torch.device("cpu"))

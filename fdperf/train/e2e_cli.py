@@ -149,7 +149,7 @@ def config_from(args):
         checkpoint_activations=args.checkpoint_activations,
         channels_last={"auto": None, "on": True, "off": False}[args.channels_last],
         eval_videos=args.eval_videos,
-        decode=decode,
+        reader=decode,
         **opts,
     ).validate()
 

@@ -71,7 +71,7 @@ class EndToEndConfig(TrainConfig):
     checkpoint_activations: bool = False  # recompute I3D blocks in backward (less memory)
     channels_last: bool | None = None  # channels_last_3d (default: on CUDA)
     eval_videos: int | None = None  # videos per I3D forward in evaluation (1 CPU, 16 GPU)
-    decode: ExtractOptions | None = None  # reader settings (batch_videos, readers, threads)
+    reader: ExtractOptions | None = None  # reader settings (batch_videos, readers, threads)
 
     def validate(self) -> EndToEndConfig:
         super().validate()
@@ -144,8 +144,8 @@ def setup(cfg: EndToEndConfig, annotations, device) -> Run:
     dn = {d: i for i, d in enumerate(vocab)}
     dive = torch.tensor([dn.get(ann[k].dive_number, len(vocab)) for k in keys], device=device)
     labels = {"score": t["score"], "bounds": t["transitions"], "dive": dive, "difficulty": t["difficulty"]}
-    decode = _settings(cfg.decode or ExtractOptions(device=str(device)), device)
-    cache = FrameCache(keys, cfg.inputs, decode, device)
+    reader = _settings(cfg.reader or ExtractOptions(device=str(device)), device)
+    cache = FrameCache(keys, cfg.inputs, reader, device)
     rows, valid = voting_exemplars(
         ann, test_keys, train_keys, m=cfg.voter_number, policy=cfg.exemplar_policy, seed=cfg.seed
     )
