@@ -56,6 +56,8 @@ def _torch() -> dict:
     import torch
 
     out = {
+        "OpenMP wait": f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', 'unset')} "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}",
         "torch": torch.__version__,
         "torch CUDA": torch.version.cuda or "none (CPU build)",
         "torch threads": torch.get_num_threads(),
