@@ -240,18 +240,7 @@ def start_run(model, cfg: TrainConfig, store_path, store, out: Path, device) -> 
     capturable = cfg.cuda_graph and device.type == "cuda"
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.base_lr, weight_decay=0, capturable=capturable)
     settings = dict(
-        method=cfg.method,
-        max_epoch=cfg.max_epoch,
-        bs_train=cfg.bs_train,
-        base_lr=cfg.base_lr,
-        seed=cfg.seed,
-        prob_tas_threshold=cfg.prob_tas_threshold,
-        fix_size=cfg.fix_size,
-        step_num=cfg.step_num,
-        voter_number=cfg.voter_number,
-        policy=cfg.exemplar_policy,
-        layout=cfg.layout,
-        eval_every=cfg.eval_every,
+        cfg.settings(),
         amp=cfg.amp,
         store=str(store_path),
         view=cfg.view,

@@ -70,6 +70,23 @@ class TrainConfig:
     def exemplar_policy(self) -> str:
         return self.policy or policy_from_flags(self.action_number_choosing, self.random_choosing)
 
+    def settings(self) -> dict:
+        """The options that shape a run, as train_summary.json and checkpoints record them."""
+        return dict(
+            method=self.method,
+            max_epoch=self.max_epoch,
+            bs_train=self.bs_train,
+            base_lr=self.base_lr,
+            seed=self.seed,
+            prob_tas_threshold=self.prob_tas_threshold,
+            fix_size=self.fix_size,
+            step_num=self.step_num,
+            voter_number=self.voter_number,
+            policy=self.exemplar_policy,
+            layout=self.layout,
+            eval_every=self.eval_every,
+        )
+
     def validate(self) -> TrainConfig:
         """Raises ConfigError naming the first bad option; returns self."""
         one_of("method", self.method, METHODS)

@@ -200,20 +200,9 @@ def start_run(run: Run, out: Path) -> RunState:
         optimizer_groups(run.model, cfg.base_lr, cfg.lr_factor), lr=cfg.base_lr, weight_decay=0
     )
     settings = dict(
-        method=cfg.method,
+        cfg.settings(),
         end_to_end=True,
-        max_epoch=cfg.max_epoch,
-        bs_train=cfg.bs_train,
-        base_lr=cfg.base_lr,
         lr_factor=cfg.lr_factor,
-        seed=cfg.seed,
-        prob_tas_threshold=cfg.prob_tas_threshold,
-        fix_size=cfg.fix_size,
-        step_num=cfg.step_num,
-        voter_number=cfg.voter_number,
-        policy=cfg.exemplar_policy,
-        layout=cfg.layout,
-        eval_every=cfg.eval_every,
         amp=run.model.amp,
         num_snippets=cfg.num_snippets,
         weights_sha256=run.sha,
