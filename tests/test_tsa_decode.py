@@ -2,7 +2,6 @@
 what each decoder can represent on the real FineDiving labels."""
 
 import itertools
-import os
 
 import numpy as np
 import pytest
@@ -115,14 +114,10 @@ def test_representable():
     assert representable(b, "ordered").tolist() == [True, True, True, False, False]
 
 
-@pytest.mark.skipif(
-    not os.environ.get("FDPERF_ANNOTATIONS"),
-    reason="set FDPERF_ANNOTATIONS to the FineDiving Annotations folder",
-)
-def test_real_annotations_shares():
+def test_real_annotations_shares(real_annotations_dir):
     from fdperf.data import load_annotations
 
-    ann = load_annotations(os.environ["FDPERF_ANNOTATIONS"])
+    ann = load_annotations(real_annotations_dir)
     t = np.stack([s.transitions for s in ann.samples.values()])
     assert len(t) == 3000
     assert int((t[:, 0] >= 48).sum()) == 108 and int((t[:, 1] < 48).sum()) == 98
