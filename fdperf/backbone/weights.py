@@ -7,6 +7,7 @@ import os
 
 import torch
 
+from ..data.safe_pickle import numpy_scalar_globals
 from ..errors import UserError
 from .i3d import I3D
 
@@ -46,20 +47,6 @@ def _i3d_state(obj, path: str) -> dict:
             k = k[len(p) :] if k.startswith(p) else k
         state[k] = v
     return state
-
-
-def _numpy_scalar_globals():
-    import numpy as np
-
-    scalar = np._core.multiarray.scalar
-    return [
-        (scalar, "numpy.core.multiarray.scalar"),
-        (scalar, "numpy._core.multiarray.scalar"),
-        np.dtype,
-        type(np.dtype(np.float64)),
-        type(np.dtype(np.float32)),
-        type(np.dtype(np.int64)),
-    ]
 
 
 def _listing(names: list[str], limit: int = 8) -> str:
@@ -130,7 +117,7 @@ def load_i3d(
         raise WeightsError(f"I3D weights file not found: {path}")
     try:
         # a reference last.pth also holds numpy float64 scalars (rho_best, ...): admit exactly those
-        with torch.serialization.safe_globals(_numpy_scalar_globals()):
+        with torch.serialization.safe_globals(numpy_scalar_globals()):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # not a torch file, truncated, or holds non-tensor objects
         raise WeightsError(f"{path}: cannot be read as a tensor-only torch file ({e})") from e

@@ -62,3 +62,18 @@ def load_pickle(path) -> object:
     with open(path, "rb") as f:
         data = f.read()
     return _RestrictedUnpickler(io.BytesIO(data), str(path)).load()
+
+
+def numpy_scalar_globals():
+    """torch.load safe globals for checkpoints holding numpy scalars (weights_only=True)."""
+    # The reference stores rho_best & co. as numpy float64 scalars (from scipy); admit exactly
+    # the classes needed to rebuild such scalars, under both numpy 1 and numpy 2 names.
+    scalar = np._core.multiarray.scalar
+    return [
+        (scalar, "numpy.core.multiarray.scalar"),
+        (scalar, "numpy._core.multiarray.scalar"),
+        np.dtype,
+        type(np.dtype(np.float64)),
+        type(np.dtype(np.float32)),
+        type(np.dtype(np.int64)),
+    ]

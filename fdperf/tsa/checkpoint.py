@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.safe_pickle import numpy_scalar_globals
 from ..errors import UserError
 from . import build_model
 from .model import TSA, PairModel
@@ -34,27 +35,13 @@ class StoreMismatch(CheckpointError):
     """A checkpoint meets a feature store of another identity (other I3D, preprocessing...)."""
 
 
-def _numpy_scalar_globals():
-    # The reference stores rho_best & co. as numpy float64 scalars (from scipy); admit exactly
-    # the classes needed to rebuild such scalars, under both numpy 1 and numpy 2 names.
-    scalar = np._core.multiarray.scalar
-    return [
-        (scalar, "numpy.core.multiarray.scalar"),
-        (scalar, "numpy._core.multiarray.scalar"),
-        np.dtype,
-        type(np.dtype(np.float64)),
-        type(np.dtype(np.float32)),
-        type(np.dtype(np.int64)),
-    ]
-
-
 def read_checkpoint(path, map_location="cpu") -> dict:
     """torch.load(weights_only=True) with errors that say what is wrong with the file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        with torch.serialization.safe_globals(_numpy_scalar_globals()):
+        with torch.serialization.safe_globals(numpy_scalar_globals()):
             obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         raise CheckpointError(
