@@ -26,6 +26,10 @@ def real_annotations_missing():
     return None
 
 
+# Extraction options of the command-line tests: random I3D on the CPU, one snippet, no bar.
+TINY_CPU_EXTRACT = ["--random-init", "--device", "cpu", "--num-snippets", "1", "--no-progress"]
+
+
 @pytest.fixture(scope="session")
 def real_annotations_dir():
     why = real_annotations_missing()

@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import write_annotation_set
+from conftest import TINY_CPU_EXTRACT, write_annotation_set
 from PIL import Image
 
 from fdperf.extract import ExtractOptions, Inputs, extract_features
@@ -144,12 +144,7 @@ def test_bad_inputs_are_recorded_and_rerun_completes(tmp_path, reference_store, 
         root,
         "--out",
         out,
-        "--random-init",
-        "--device",
-        "cpu",
-        "--num-snippets",
-        "1",
-        "--no-progress",
+        *TINY_CPU_EXTRACT,
         "--keys-file",
         str(tmp_path / "k.txt"),
         "--torch-threads",
@@ -254,12 +249,7 @@ def test_video_inputs_h264_pyav_and_vp9_dali(tmp_path, capsys):
             str(listing),
             "--out",
             out,
-            "--random-init",
-            "--device",
-            "cpu",
-            "--num-snippets",
-            "1",
-            "--no-progress",
+            *TINY_CPU_EXTRACT,
             "--torch-threads",
             str(THREADS),
         ]
@@ -294,12 +284,7 @@ def test_untrimmed_videos_cut_by_coarse_annotation(tmp_path):
             "2",
             "--out",
             out,
-            "--random-init",
-            "--device",
-            "cpu",
-            "--num-snippets",
-            "1",
-            "--no-progress",
+            *TINY_CPU_EXTRACT,
         ]
     )
     assert rc == 0

@@ -14,6 +14,7 @@ import warnings
 import h5py
 import numpy as np
 import pytest
+from conftest import TINY_CPU_EXTRACT
 from PIL import Image
 from test_extract import REPO, _frame_tree
 
@@ -40,12 +41,7 @@ def _argv(root, out, *extra):
         str(root),
         "--out",
         str(out),
-        "--random-init",
-        "--device",
-        "cpu",
-        "--num-snippets",
-        "1",
-        "--no-progress",
+        *TINY_CPU_EXTRACT,
         "--torch-threads",
         str(THREADS),
         *extra,
@@ -136,12 +132,7 @@ def test_empty_and_garbage_video_files_are_recorded(tmp_path, capsys):
             str(listing),
             "--out",
             str(out),
-            "--random-init",
-            "--device",
-            "cpu",
-            "--num-snippets",
-            "1",
-            "--no-progress",
+            *TINY_CPU_EXTRACT,
         ]
     )
     assert rc == 1

@@ -7,6 +7,7 @@ import sys
 import h5py
 import pytest
 import torch
+from conftest import TINY_CPU_EXTRACT
 from test_extract import REPO, _frame_tree
 
 from fdperf.extract import ExtractOptions, Inputs, extract_features, shard_path
@@ -30,12 +31,7 @@ def test_torchrun_two_processes(tmp_path):
         root,
         "--out",
         out,
-        "--random-init",
-        "--device",
-        "cpu",
-        "--num-snippets",
-        "1",
-        "--no-progress",
+        *TINY_CPU_EXTRACT,
         "--torch-threads",
         "1",
     ]
